@@ -1,0 +1,2 @@
+"""fastdeblur."""
+from fastdeblur._version import __version__

@@ -1,0 +1,2 @@
+"""Custom ops of fastdeblur: public functional forms, each with a PyTorch reference
+(:mod:`fastdeblur.ops.reference`), native CPU/CUDA kernels and a Triton version."""

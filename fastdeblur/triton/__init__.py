@@ -1,0 +1,1 @@
+"""Triton kernels (GPU path; run on CPU tensors under ``TRITON_INTERPRET=1``)."""
