@@ -197,10 +197,13 @@ std::tuple<at::Tensor, at::Tensor> grnn_cpu(const at::Tensor& queries, const at:
                                             const at::Tensor& values, double sigma,
                                             bool exclude_self) {
   check_inputs(queries, keys, values, sigma, exclude_self);
+  // The BLAS tiles below are internal: keep autograd out of them.
+  at::AutoDispatchBelowADInplaceOrView no_autograd;
   const at::ScalarType ct = compute_type(queries.scalar_type());
-  const at::Tensor q = queries.to(ct).contiguous();
-  const at::Tensor k = keys.to(ct).contiguous();
-  const at::Tensor v = values.to(ct).contiguous();
+  // Detached: worker threads of at::parallel_for do not inherit the guard above.
+  const at::Tensor q = queries.detach().to(ct).contiguous();
+  const at::Tensor k = keys.detach().to(ct).contiguous();
+  const at::Tensor v = values.detach().to(ct).contiguous();
   const int64_t n = q.size(0), p = v.size(1);
   at::Tensor out = alloc_output({n, p}, q.options());
   at::Tensor lse = alloc_output({n}, q.options());
@@ -217,16 +220,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grnn_backward_cpu(
     const at::Tensor& values, const at::Tensor& out, const at::Tensor& lse, double sigma,
     bool exclude_self, std::array<bool, 3> output_mask) {
   check_inputs(queries, keys, values, sigma, exclude_self);
+  at::AutoDispatchBelowADInplaceOrView no_autograd;
   TORCH_CHECK(grad_out.sizes() == out.sizes(), "grnn backward: grad_out must have shape ",
               out.sizes(), ", got ", grad_out.sizes());
   TORCH_CHECK(lse.dim() == 1 && lse.size(0) == queries.size(0),
               "grnn backward: lse must be (N,), got ", lse.sizes());
   const at::ScalarType in_type = queries.scalar_type();
   const at::ScalarType ct = compute_type(in_type);
-  const at::Tensor q = queries.to(ct).contiguous(), k = keys.to(ct).contiguous();
-  const at::Tensor v = values.to(ct).contiguous();
-  const at::Tensor go = grad_out.to(ct).contiguous(), o = out.to(ct).contiguous();
-  const at::Tensor l = lse.to(ct).contiguous();
+  const at::Tensor q = queries.detach().to(ct).contiguous();
+  const at::Tensor k = keys.detach().to(ct).contiguous();
+  const at::Tensor v = values.detach().to(ct).contiguous();
+  const at::Tensor go = grad_out.detach().to(ct).contiguous();
+  const at::Tensor o = out.detach().to(ct).contiguous();
+  const at::Tensor l = lse.detach().to(ct).contiguous();
   const auto opts = q.options();
   at::Tensor gq = output_mask[0] ? alloc_output(q.sizes(), opts) : at::Tensor();
   at::Tensor gk = output_mask[1] ? alloc_output(k.sizes(), opts) : at::Tensor();
