@@ -246,6 +246,7 @@ def test_torch_compile_fullgraph():
     assert torch.isfinite(grad).all()
 
 
+@pytest.mark.slow
 @needs_native
 def test_poisoned_outputs():
     # FASTDEBLUR_POISON_OUTPUTS=1 is read once per process: check it in a fresh one.
@@ -340,6 +341,7 @@ TRITON_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_triton_interpreter():
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
