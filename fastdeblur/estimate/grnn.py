@@ -49,7 +49,8 @@ def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return d.clamp_min_(0)
 
 
-def _nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest(x: torch.Tensor, c: torch.Tensor,
+             chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of and squared distance to the nearest row of ``c`` for every row of ``x``."""
     idx, dist = [], []
     for s in range(0, x.shape[0], chunk):

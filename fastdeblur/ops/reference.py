@@ -7,7 +7,7 @@ fallback when the native extension is missing, and the baseline of ``bench/``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import scaled_dot_product_attention
 
 # ---- grnn ----
 # Generalised regression neural network (Nadaraya-Watson regression with a Gaussian
@@ -58,8 +58,8 @@ def grnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
         mask = _grnn_self_mask(q.shape[0], k.shape[0], q.device)
         attn_bias = attn_bias.masked_fill(~mask, float("-inf"))
     # scale=1: the logits are exactly q . k + bias.
-    out = F.scaled_dot_product_attention(q[None], k[None], values[None], attn_mask=attn_bias[None],
-                                         scale=1.0)
+    out = scaled_dot_product_attention(q[None], k[None], values[None], attn_mask=attn_bias[None],
+                                       scale=1.0)
     return out[0]
 
 

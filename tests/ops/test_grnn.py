@@ -315,7 +315,8 @@ TRITON_SCRIPT = textwrap.dedent("""
     from fastdeblur.ops import grnn, reference
     from tests._poison import poisoned_empty
     torch.manual_seed(0)
-    cases = [(37, 45, 5, 3, False), (40, 40, 70, 2, True), (20, 33, 3, 70, False), (0, 5, 3, 2, False)]
+    cases = [(37, 45, 5, 3, False), (40, 40, 70, 2, True), (20, 33, 3, 70, False),
+             (0, 5, 3, 2, False)]
     for n, m, d, p, ex in cases:
         q, k, v = torch.randn(n, d), torch.randn(m, d), torch.randn(m, p)
         sigma = torch.linspace(0.8, 1.6, d) * d ** 0.5
