@@ -8,7 +8,7 @@ How :class:`GRNN` works:
 
 * **Standardisation**: every input feature is shifted and scaled to zero mean and unit
   variance on the training set (``x_mean``, ``x_std`` buffers; a constant feature gets
-  std 1), so one sigma suits all features.
+  std 1), so one sigma suits all features (and the op needs no centring of its own).
 * **Pattern layer**: the standardised training points themselves, or, with
   ``n_centers``, a k-means compression of them (k-means++ seeding and Lloyd iterations in
   torch, seeded by ``seed``). A centre then stands for its ``count`` points with their mean
@@ -241,7 +241,7 @@ class GRNN(nn.Module):
         errors = []
         with torch.no_grad():
             for s in grid:
-                loo = grnn(Zs, Zs, Yn, float(s), exclude_self=True)
+                loo = grnn(Zs, Zs, Yn, float(s), exclude_self=True, center=False)
                 errors.append(float((loo - Yn).square().mean()))
         err = torch.tensor(errors, dtype=torch.float64)
         err = torch.where(torch.isfinite(err), err, torch.full_like(err, float("inf")))
@@ -268,10 +268,10 @@ class GRNN(nn.Module):
         if self.counts.numel() > 0:
             # Clustered GRNN: sum_k c_k w_k Ybar_k / sum_k c_k w_k from one op call.
             weighted = torch.cat([self.targets * self.counts[:, None], self.counts[:, None]], 1)
-            out = grnn(Z, self.centers, weighted, float(self.sigma))
+            out = grnn(Z, self.centers, weighted, float(self.sigma), center=False)
             out = out[:, :-1] / out[:, -1:]
         else:
-            out = grnn(Z, self.centers, self.targets, float(self.sigma))
+            out = grnn(Z, self.centers, self.targets, float(self.sigma), center=False)
         return out[:, 0] if bool(self.target_is_vector) else out
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:

@@ -11,10 +11,11 @@ and the Triton kernel never store the ``N x M`` matrix: they keep a running row 
 and sum (online log-sum-exp), so a tiny sigma cannot overflow. This module adds what the
 kernels leave out:
 
-* **Centring**: queries and keys are shifted by the (detached) mean of the keys before the
-  kernel runs. The result is exactly translation invariant, but the logits
-  ``x . X_i - |X_i|^2 / 2`` lose precision to cancellation when the points sit far from the
-  origin; centring keeps fp32 accurate for inputs like ``1000 + randn``.
+* **Centring** (``center=True``, the default): queries and keys are shifted by the
+  (detached) mean of the keys before the kernel runs. The result is exactly translation
+  invariant, but the logits ``x . X_i - |X_i|^2 / 2`` lose precision to cancellation when
+  the points sit far from the origin; centring keeps fp32 accurate for inputs like
+  ``1000 + randn``. ``center=False`` skips that pass for centred data.
 * **Per-dimension sigma**: for a ``(d,)`` (or any tensor) sigma, queries and keys are divided
   by sigma and the kernel runs with sigma = 1, so the kernels only know a scalar sigma;
   autograd through that division gives the gradient w.r.t. sigma.
@@ -86,7 +87,8 @@ def _select_backend(device_type: str) -> str:
 
 
 def grnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-         sigma: float | torch.Tensor, *, exclude_self: bool = False) -> torch.Tensor:
+         sigma: float | torch.Tensor, *, exclude_self: bool = False,
+         center: bool = True) -> torch.Tensor:
     """Gaussian-kernel regression (GRNN) of ``values`` at ``queries``, fused.
 
     ``out[n] = sum_m w[n, m] values[m] / sum_m w[n, m]`` with
@@ -100,6 +102,9 @@ def grnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
             per dimension). Tensor widths get gradients; their positivity is the caller's.
         exclude_self: leave-one-out: query ``n`` ignores key ``n`` (needs ``N == M >= 2``),
             for cross-validating sigma on the training points themselves.
+        center: shift queries and keys by the keys' mean first (one pass over both) so fp32
+            stays accurate far from the origin; ``False`` skips it for data that is
+            already centred (e.g. standardised features).
 
     Returns:
         ``(N, p)`` tensor, dtype of the inputs. Differentiable w.r.t. queries, keys, values
@@ -111,14 +116,15 @@ def grnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     _check(queries, keys, values, sigma, exclude_self)
     # Translation invariance: shift by the keys' mean (detached: the result does not depend
     # on the shift, so no gradient flows through it) for fp32 accuracy far from the origin.
-    center = keys.detach().mean(0)
+    q, k = queries, keys
+    if center:
+        shift = keys.detach().mean(0)
+        q, k = q - shift, k - shift
     if isinstance(sigma, torch.Tensor):
         sigma_t = sigma.to(dtype=queries.dtype, device=queries.device)
-        q = (queries - center) / sigma_t
-        k = (keys - center) / sigma_t
+        q, k = q / sigma_t, k / sigma_t
         sigma_f = 1.0
     else:
-        q, k = queries - center, keys - center
         sigma_f = float(sigma)
     backend = _select_backend(queries.device.type)
     if backend == "native":

@@ -179,6 +179,13 @@ def test_large_coordinates_fp32(backend):
     assert_close(out, _expected(q, k, v, 1.5), torch.float32, scale=10)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_center_flag_same_result(backend):
+    q, k, v = _inputs(20, 30, 4, 2, torch.float64)
+    with _backend.use_backend(backend):
+        assert_close(grnn(q, k, v, 0.9, center=False), grnn(q, k, v, 0.9))
+
+
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_cpu(dtype):
