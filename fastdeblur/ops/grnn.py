@@ -81,9 +81,12 @@ def _check(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
 
 
 @torch.compiler.assume_constant_result
-def _select_backend(device_type: str) -> str:
+def _select_backend(device_type: str, fp64: bool) -> str:
     # A constant for torch.compile: the choice depends on the environment only.
-    return _backend.select(_OP, torch.device(device_type))
+    choice = _backend.select(_OP, torch.device(device_type))
+    if choice == "triton" and fp64 and _backend.requested() == "auto":
+        return "reference"  # the Triton kernel has no fp64 path; an explicit request raises
+    return choice
 
 
 def grnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -126,7 +129,7 @@ def grnn(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
         sigma_f = 1.0
     else:
         sigma_f = float(sigma)
-    backend = _select_backend(queries.device.type)
+    backend = _select_backend(queries.device.type, queries.dtype == torch.float64)
     if backend == "native":
         return torch.ops.fastdeblur.grnn(q, k, values, sigma_f, exclude_self)[0]
     if backend == "triton":

@@ -255,7 +255,8 @@ grnn_forward_wmma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
   constexpr int PC = 16 * PFRAG;
   constexpr int LDQ = BD + 8, LDP = BM + 8, LDV = PC + 8, LDS = BM + 4;
   static_assert(PC <= BM, "a value chunk must fit the logits staging buffer");
-  extern __shared__ __align__(16) unsigned char smem[];
+  static_assert(BN == BM, "the staging loop loads query and key rows with one index");
+  extern __shared__ __align__(128) unsigned char smem[];
   T* sq = reinterpret_cast<T*>(smem);               // [BN][LDQ]
   T* sk = sq + BN * LDQ;                            // [BM][LDQ]
   T* sp = sk + BM * LDQ;                            // [warps][16][LDP] probabilities
