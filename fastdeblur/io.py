@@ -10,6 +10,8 @@
   refuse to overwrite the input image unless ``force=True``.
 * Every failure is an :class:`ImageIOError` (a ``ValueError``) with a one-line message
   that names the file.
+* Blur kernels travel as ``.npy`` (:func:`write_kernel`, :func:`read_kernel`, which also
+  reads ``.npz`` and gray images).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ __all__ = [
     "default_output_path",
     "list_images",
     "read",
+    "read_kernel",
     "write",
+    "write_kernel",
 ]
 
 # suffix -> Pillow format name
@@ -728,3 +732,99 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise ImageIOError(f"{path}: cannot write: {_one_line(error)}") from None
         raise
+
+
+# ---------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------
+
+_KERNEL_KEYS = ("kernel", "psf", "k")
+
+
+def read_kernel(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read a blur kernel (PSF) and validate it with :func:`fastdeblur.psf.from_array`.
+
+    Accepted files:
+        * ``.npy``: a 2-D array (no pickles).
+        * ``.npz``: its only array, or the one named ``kernel``, ``psf`` or ``k``; pick
+          another with ``FILE.npz:NAME`` (e.g. ``levin09.npz:k3``).
+        * an image (PNG, TIFF, ...): gray, or colour averaged over its channels; alpha
+          ignored.
+
+    Returns:
+        ``(kh, kw)`` float64 tensor with odd sides, summing to 1.
+
+    Raises:
+        ImageIOError: unreadable file, missing key, or an invalid kernel (one line naming
+            the file).
+    """
+    from fastdeblur.psf import from_array  # psf does not import io: no cycle
+
+    path = Path(path)
+    key = None
+    if not path.exists() and ":" in path.name:
+        name, key = path.name.rsplit(":", 1)
+        path = path.with_name(name)
+    _check_readable(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.files)
+                listing = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                if key is None:
+                    preferred = [n for n in _KERNEL_KEYS if n in names]
+                    if len(names) != 1 and not preferred:
+                        raise ImageIOError(f"{path}: holds {len(names)} arrays ({listing}); "
+                                           f"choose one as {path.name}:NAME")
+                    key = names[0] if len(names) == 1 else preferred[0]
+                if key not in names:
+                    raise ImageIOError(f"{path}: has no array {key!r} (it holds {listing})")
+                array = archive[key]
+        else:
+            image = read(path)
+            array = image.pixels.double().mean(dim=0).numpy()
+    except ImageIOError:
+        raise
+    except (OSError, ValueError, EOFError, zlib.error) as error:
+        raise ImageIOError(f"{path}: cannot read a kernel ({_one_line(error)})") from None
+    try:
+        return from_array(np.asarray(array), dtype=torch.float64)
+    except ValueError as error:
+        raise ImageIOError(f"{path}: {_one_line(error)}") from None
+
+
+def write_kernel(path: str | os.PathLike[str], kernel: torch.Tensor | np.ndarray, *,
+                 force: bool = False) -> Path:
+    """Save a kernel's values as ``.npy`` (float64), atomically.
+
+    Args:
+        path: target, suffix ``.npy``.
+        kernel: ``(kh, kw)`` tensor or array.
+        force: overwrite an existing file (refused otherwise).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImageIOError: wrong suffix, existing file without ``force``, or the file system
+            refusing.
+        ValueError: ``kernel`` is not 2-D.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise ImageIOError(f"{path}: kernels are saved as .npy")
+    if path.exists() and not force:
+        raise ImageIOError(f"{path}: exists; overwrite with force=True (--force)")
+    if path.is_dir():
+        raise ImageIOError(f"{path}: is a directory")
+    values = (kernel.detach().to("cpu", torch.float64).numpy()
+              if isinstance(kernel, torch.Tensor) else np.asarray(kernel, dtype=np.float64))
+    if values.ndim != 2:
+        raise ValueError(f"kernel must be 2-D (kh, kw), got shape {values.shape}")
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    _atomic_write(path, buffer.getvalue())
+    return path

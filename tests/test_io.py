@@ -407,3 +407,50 @@ def test_list_images(tmp_path: Path) -> None:
     with pytest.raises(ImageIOError, match="nope: no such file or directory"):
         fio.list_images([tmp_path / "nope"])
     assert fio.list_images([]) == []
+
+
+# ---- kernels ------------------------------------------------------------------------------------
+
+def test_kernel_round_trip_and_formats(tmp_path: Path) -> None:
+    from fastdeblur import psf
+
+    k = psf.motion(7.5, 30.0, dtype=torch.float64)
+    path = fio.write_kernel(tmp_path / "k.npy", k)
+    torch.testing.assert_close(fio.read_kernel(path), k, rtol=0, atol=1e-15)
+    with pytest.raises(ImageIOError, match="k.npy: exists"):
+        fio.write_kernel(path, k)
+    fio.write_kernel(path, k * 2, force=True)
+    with pytest.raises(ImageIOError, match="saved as .npy"):
+        fio.write_kernel(tmp_path / "k.txt", k)
+    with pytest.raises(ValueError, match="2-D"):
+        fio.write_kernel(tmp_path / "k3.npy", torch.ones(3, 3, 3))
+
+    np.savez(tmp_path / "one.npz", anything=np.ones((3, 3)))
+    assert fio.read_kernel(tmp_path / "one.npz").sum().item() == pytest.approx(1.0)
+    np.savez(tmp_path / "many.npz", k1=np.ones((3, 3)), k2=np.ones((4, 4)))
+    with pytest.raises(ImageIOError, match=r"many.npz: holds 2 arrays \(k1, k2\); choose"):
+        fio.read_kernel(tmp_path / "many.npz")
+    assert fio.read_kernel(f"{tmp_path / 'many.npz'}:k2").shape == (5, 5)  # even side padded
+    with pytest.raises(ImageIOError, match="no array 'k9'"):
+        fio.read_kernel(f"{tmp_path / 'many.npz'}:k9")
+
+    view = torch.zeros(3, 5, 5)
+    view[:, 2, 1:4] = 1.0
+    fio.write(tmp_path / "k.png", view)
+    from_image = fio.read_kernel(tmp_path / "k.png")
+    assert from_image.dtype == torch.float64 and from_image[2, 1:4].sum() == pytest.approx(1.0)
+
+    np.save(tmp_path / "bad.npy", np.zeros((3, 3)))
+    with pytest.raises(ImageIOError, match="bad.npy: kernel must not be all zero"):
+        fio.read_kernel(tmp_path / "bad.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ImageIOError, match="obj.npy: cannot read a kernel"):
+        fio.read_kernel(tmp_path / "obj.npy")
+    with pytest.raises(ImageIOError, match="missing.npy: no such file"):
+        fio.read_kernel(tmp_path / "missing.npy")
+
+
+def test_read_kernel_shared_levin(shared_data: Path) -> None:
+    k = fio.read_kernel(f"{shared_data / 'kernels' / 'levin09.npz'}:k1")
+    assert k.shape[0] % 2 == 1 and k.shape[1] % 2 == 1
+    assert k.sum().item() == pytest.approx(1.0)
