@@ -26,7 +26,9 @@ def _want_cuda() -> bool:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME
 
-    nvcc = shutil.which("nvcc") or (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
+    nvcc = shutil.which("nvcc") or (
+        CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    )
     return bool(torch.version.cuda) and bool(nvcc)
 
 
@@ -69,13 +71,19 @@ def _extensions() -> tuple[list, dict]:
         ]
         extra["cxx"] = cxx_flags + ["-DWITH_CUDA"]
         ext = CUDAExtension(
-            "fastdeblur._C", sources, include_dirs=include_dirs,
-            extra_compile_args=extra, extra_link_args=ldflags,
+            "fastdeblur._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args=extra,
+            extra_link_args=ldflags,
         )
     else:
         ext = CppExtension(
-            "fastdeblur._C", sources, include_dirs=include_dirs,
-            extra_compile_args=extra, extra_link_args=ldflags,
+            "fastdeblur._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args=extra,
+            extra_link_args=ldflags,
         )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
