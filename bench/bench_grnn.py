@@ -13,23 +13,21 @@ Rows (ratios are measured in the same process, so a busy machine affects both si
 * On a GPU, ``d=30`` and ``N=100000, d=1024`` bf16 rows for the native CUDA and Triton
   kernels against SDPA (targets 1.5 ms and 12 ms on an H100).
 
-Run: ``PYTHONPATH=. python bench/bench_grnn.py [--quick]``.
+Run: ``python -m bench --only grnn [--quick]`` (writes ``bench/results/``), or
+``python -m bench.bench_grnn [--quick] [--json FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import measure  # noqa: E402
-
-from fastdeblur import _backend  # noqa: E402
-from fastdeblur.ops import grnn, reference  # noqa: E402
+from bench._timing import measure
+from fastdeblur import _backend
+from fastdeblur.ops import grnn, reference
 
 
 def _row(shape: str, backend: str, dtype: torch.dtype, seconds: float, baseline: str,

@@ -103,8 +103,8 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 template <typename scalar_t>
 void backward_impl(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
                    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, double sigma,
-                   bool exclude_self, const at::Tensor& grad_q, const at::Tensor& grad_k,
-                   const at::Tensor& grad_v) {
+                   bool exclude_self, at::Tensor& grad_q, at::Tensor& grad_k,
+                   at::Tensor& grad_v) {
   const int64_t n = q.size(0), m = k.size(0);
   const scalar_t scale = static_cast<scalar_t>(1.0 / (sigma * sigma));
   const auto opts = q.options();
@@ -128,9 +128,26 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
                                cols, hp + k0, scale, exclude_self, q0 - k0, lp + q0, dp + q0);
   };
 
-  if (grad_q.defined()) {  // row pass: grad_q = scale * dS @ K
+  const int64_t dim = q.size(1), p = v.size(1);
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const bool want_cols = grad_k.defined() || grad_v.defined();
+  // One pass for everything when per-thread key-side accumulators fit in 256 MiB: the tiles
+  // are then recomputed once instead of twice.
+  const bool one_pass = grad_q.defined() && want_cols &&
+                        threads * m * (dim + p + 1) * static_cast<int64_t>(sizeof(scalar_t)) <=
+                            (int64_t(1) << 28);
+  if (grad_q.defined()) {  // row pass: grad_q = scale * dS @ K (and key-side partials)
+    at::Tensor gk_part, gv_part, colsum_part;
+    if (one_pass) {
+      if (grad_k.defined()) {
+        gk_part = at::zeros({threads, m, dim}, opts);
+        colsum_part = at::zeros({threads, m}, opts);
+      }
+      if (grad_v.defined()) gv_part = at::zeros({threads, m, p}, opts);
+    }
     const int64_t n_blocks = (n + row_qb - 1) / row_qb;
     at::parallel_for(0, n_blocks, 1, [&](int64_t b_begin, int64_t b_end) {
+      const int64_t tid = at::get_thread_num();
       at::Tensor s_buf = at::empty({row_qb * kb}, opts), ds_buf = at::empty({row_qb * kb}, opts);
       for (int64_t blk = b_begin; blk < b_end; ++blk) {
         const int64_t q0 = blk * row_qb, rows = std::min(row_qb, n - q0);
@@ -141,9 +158,26 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
           at::Tensor s = tile_view(s_buf, rows, cols), ds = tile_view(ds_buf, rows, cols);
           tile(s, ds, q0, rows, k0, cols);
           gq.addmm_(ds, k.narrow(0, k0, cols), 1, scale);
+          if (gv_part.defined()) {
+            gv_part[tid].narrow(0, k0, cols).addmm_(s.t(), grad_out.narrow(0, q0, rows));
+          }
+          if (gk_part.defined()) {
+            gk_part[tid].narrow(0, k0, cols).addmm_(ds.t(), q.narrow(0, q0, rows), 1, scale);
+            K::add_column_sums(ds.data_ptr<scalar_t>(), cols, rows, cols,
+                               colsum_part[tid].data_ptr<scalar_t>() + k0);
+          }
         }
       }
     });
+    if (one_pass) {
+      if (grad_k.defined()) {
+        // d/dk of -scale |k|^2 / 2 summed over queries: -scale * colsum(dS) * k.
+        at::sum_out(grad_k, gk_part, {0});
+        grad_k.sub_(colsum_part.sum(0).unsqueeze(1) * k, scale);
+      }
+      if (grad_v.defined()) at::sum_out(grad_v, gv_part, {0});
+      return;
+    }
   }
   if (grad_k.defined() || grad_v.defined()) {  // column pass over key blocks
     const int64_t n_blocks = (m + col_kb - 1) / col_kb;

@@ -107,6 +107,24 @@ def test_backward_fp32_and_exclude_self():
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("wanted", ["q", "kv", "qk", "v"])
+def test_partial_gradients(backend, wanted):
+    # Every subset of inputs needing gradients (the native backward has a one-pass path
+    # and a row + column pass path).
+    q, k, v = _inputs(40, 1500, 5, 2, torch.float64)
+    inputs = {"q": q, "k": k, "v": v}
+    chosen = [inputs[c] for c in wanted]
+    for t in chosen:
+        t.requires_grad_(True)
+    grad_out = torch.randn(40, 2, dtype=torch.float64)
+    with _backend.use_backend(backend):
+        got = torch.autograd.grad(grnn(q, k, v, 1.7, center=False), chosen, grad_out)
+    want = torch.autograd.grad(reference.grnn_naive(q, k, v, 1.7), chosen, grad_out)
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w, scale=100)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_exclude_self_is_leave_one_out(backend):
     x, _, y = _inputs(9, 9, 3, 2, torch.float64)
     with _backend.use_backend(backend):
