@@ -285,3 +285,21 @@ def _backward(ctx, grad_out, grad_lse):
 
 
 grnn_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+# Explicit shape-only fakes: under TRITON_INTERPRET=1 wrap_triton would otherwise run the
+# interpreter on fake tensors.
+@grnn_triton.register_fake
+def _grnn_triton_fake(queries, keys, values, sigma, exclude_self):
+    out = queries.new_empty((queries.shape[0], values.shape[1]))
+    return out, queries.new_empty((queries.shape[0],), dtype=torch.float32)
+
+
+@grnn_triton_backward.register_fake
+def _grnn_triton_backward_fake(grad_out, queries, keys, values, out, lse, sigma, exclude_self,
+                               output_mask):
+    def grad_like(t: torch.Tensor, wanted: bool) -> torch.Tensor:
+        return torch.empty_like(t) if wanted else t.new_empty((0,))
+
+    return (grad_like(queries, output_mask[0]), grad_like(keys, output_mask[1]),
+            grad_like(values, output_mask[2]))
