@@ -248,7 +248,7 @@ __global__ void __launch_bounds__(WmmaConfig::kThreads)
 grnn_forward_wmma(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                   const float* __restrict__ half_norm, T* __restrict__ out,
                   float* __restrict__ lse, int64_t n, int64_t m, int64_t dim, int64_t p,
-                  float scale, bool exclude_self) {
+                  float scale, bool exclude_self, bool vec16) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
   constexpr int BN = WmmaConfig::kRows, BM = WmmaConfig::kCols, BD = WmmaConfig::kDepth;
@@ -282,12 +282,27 @@ grnn_forward_wmma(const T* __restrict__ q, const T* __restrict__ k, const T* __r
 #pragma unroll
     for (int f = 0; f < BM / 16; ++f) wmma::fill_fragment(s_frag[f], 0.f);
     for (int64_t d0 = 0; d0 < dim; d0 += BD) {
-      for (int e = tid; e < BN * BD; e += WmmaConfig::kThreads) {
-        const int rr = e / BD, j = e % BD;
-        const int64_t gj = d0 + j;
-        const int64_t gq = row0 + rr, gk = k0 + rr;
-        sq[rr * LDQ + j] = (gq < n && gj < dim) ? q[gq * dim + gj] : from_acc<T>(0.f);
-        sk[rr * LDQ + j] = (gk < m && gj < dim) ? k[gk * dim + gj] : from_acc<T>(0.f);
+      if (vec16) {
+        // 16-byte loads (8 elements): rows are 16-byte aligned when dim % 8 == 0 and the
+        // base pointers are (the glue checks), and so are the padded shared rows.
+        for (int e = tid; e < BN * BD / 8; e += WmmaConfig::kThreads) {
+          const int rr = e / (BD / 8), j = (e % (BD / 8)) * 8;
+          const int64_t gj = d0 + j;
+          const int64_t gq = row0 + rr, gk = k0 + rr;
+          uint4 qv = make_uint4(0u, 0u, 0u, 0u), kv = make_uint4(0u, 0u, 0u, 0u);
+          if (gq < n && gj < dim) qv = *reinterpret_cast<const uint4*>(q + gq * dim + gj);
+          if (gk < m && gj < dim) kv = *reinterpret_cast<const uint4*>(k + gk * dim + gj);
+          *reinterpret_cast<uint4*>(sq + rr * LDQ + j) = qv;
+          *reinterpret_cast<uint4*>(sk + rr * LDQ + j) = kv;
+        }
+      } else {
+        for (int e = tid; e < BN * BD; e += WmmaConfig::kThreads) {
+          const int rr = e / BD, j = e % BD;
+          const int64_t gj = d0 + j;
+          const int64_t gq = row0 + rr, gk = k0 + rr;
+          sq[rr * LDQ + j] = (gq < n && gj < dim) ? q[gq * dim + gj] : from_acc<T>(0.f);
+          sk[rr * LDQ + j] = (gk < m && gj < dim) ? k[gk * dim + gj] : from_acc<T>(0.f);
+        }
       }
       __syncthreads();
 #pragma unroll
@@ -394,8 +409,11 @@ inline cudaError_t launch_forward_wmma(const T* q, const T* k, const T* v, const
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>((n + WmmaConfig::kRows - 1) / WmmaConfig::kRows),
                   static_cast<unsigned>(p > 0 ? (p + 16 * PFRAG - 1) / (16 * PFRAG) : 1));
+  // 16-byte staging loads need dim % 8 == 0 and 16-byte aligned bases.
+  const bool vec16 = dim % 8 == 0 && reinterpret_cast<uintptr_t>(q) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(k) % 16 == 0;
   grnn_forward_wmma<T, PFRAG><<<grid, WmmaConfig::kThreads, smem, stream>>>(
-      q, k, v, half_norm, out, lse, n, m, dim, p, scale, exclude_self);
+      q, k, v, half_norm, out, lse, n, m, dim, p, scale, exclude_self, vec16);
   return cudaGetLastError();
 }
 
