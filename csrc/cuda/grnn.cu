@@ -52,6 +52,26 @@ bool has_tensor_cores(int device) {
   return major >= 8;
 }
 
+int sm_count(int device) {
+  int count = 1;
+  cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+  return count;
+}
+
+// Split-K launch of the SIMT kernel: few query blocks (small N) would leave SMs idle.
+template <typename T, typename Acc, int PCHUNK>
+cudaError_t launch_simt_split(const at::Tensor& q, const T* qp, const T* kp, const T* vp,
+                              const Acc* hp, T* op, Acc* lp, int64_t n, int64_t m, int64_t dim,
+                              int64_t p, Acc scale, bool exclude_self, cudaStream_t stream) {
+  const int splits = KC::simt_key_splits(n, m, p, PCHUNK, sm_count(q.get_device()));
+  const int64_t elems = KC::simt_workspace_elems(splits, n, p);
+  at::Tensor workspace = at::empty({std::max<int64_t>(elems, 1)},
+                                   q.options().dtype(c10::CppTypeToScalarType<Acc>::value));
+  return KC::launch_forward_simt<T, Acc, PCHUNK>(qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
+                                                 exclude_self, splits,
+                                                 workspace.data_ptr<Acc>(), stream);
+}
+
 template <typename T, typename Acc>
 void launch_simt(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const at::Tensor& half_norm, at::Tensor& out, at::Tensor& lse, double sigma,
@@ -66,14 +86,14 @@ void launch_simt(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   Acc* lp = lse.data_ptr<Acc>();
   cudaError_t err;
   if (p <= 1) {
-    err = KC::launch_forward_simt<T, Acc, 1>(qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
-                                             exclude_self, stream);
+    err = launch_simt_split<T, Acc, 1>(q, qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
+                                       exclude_self, stream);
   } else if (p <= 4) {
-    err = KC::launch_forward_simt<T, Acc, 4>(qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
-                                             exclude_self, stream);
+    err = launch_simt_split<T, Acc, 4>(q, qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
+                                       exclude_self, stream);
   } else {
-    err = KC::launch_forward_simt<T, Acc, 16>(qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
-                                              exclude_self, stream);
+    err = launch_simt_split<T, Acc, 16>(q, qp, kp, vp, hp, op, lp, n, m, dim, p, scale,
+                                        exclude_self, stream);
   }
   TORCH_CHECK(err == cudaSuccess, "grnn: CUDA launch failed: ", cudaGetErrorString(err));
 }

@@ -9,6 +9,8 @@
 // cannot overflow. Two kernels:
 //   * grnn_forward_simt: any dtype (float, double, half, bfloat16), CUDA-core FMAs, a 4 x 4
 //     register micro-tile of logits per thread; the one for fp32/fp64 (exact products).
+//     With few query blocks the keys are split over blockIdx.z (split-K); each split leaves
+//     its (max, sum, acc) state and grnn_combine_splits merges them.
 //   * grnn_forward_wmma: half / bfloat16 on sm_80+, the logits Q K^T and the product P V on
 //     tensor cores (nvcuda::wmma, fp32 accumulation), fp32 softmax.
 // Values wider than one kernel's column chunk are split over blockIdx.y (the logits are
@@ -81,8 +83,13 @@ template <typename T, typename Acc, int PCHUNK>
 __global__ void __launch_bounds__(SimtConfig::kThreads)
 grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                   const Acc* __restrict__ half_norm, T* __restrict__ out, Acc* __restrict__ lse,
-                  int64_t n, int64_t m, int64_t dim, int64_t p, Acc scale, bool exclude_self) {
+                  int64_t n, int64_t m, int64_t dim, int64_t p, Acc scale, bool exclude_self,
+                  int64_t keys_per_split, Acc* __restrict__ partial) {
   constexpr int BN = SimtConfig::kRows, BM = SimtConfig::kCols, BD = SimtConfig::kDepth;
+  // Split-K over blockIdx.z: this block sees keys [k_begin, k_end). With partial != nullptr
+  // it writes its unnormalised state there for grnn_combine_splits instead of the output.
+  const int64_t k_begin = static_cast<int64_t>(blockIdx.z) * keys_per_split;
+  const int64_t k_end = k_begin + keys_per_split < m ? k_begin + keys_per_split : m;
   __shared__ Acc sq[BD][BN + 4];  // transposed: sq[j][r] = q[row0 + r][d0 + j]
   __shared__ Acc sk[BD][BM + 4];
   __shared__ Acc sv[BM][PCHUNK];
@@ -102,7 +109,7 @@ grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __r
     for (int j = 0; j < PCHUNK; ++j) acc[i][j] = 0;
   }
 
-  for (int64_t k0 = 0; k0 < m; k0 += BM) {
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += BM) {
     Acc s[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
@@ -117,7 +124,7 @@ grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __r
         const int64_t gr = row0 + r, gj = d0 + j;
         sq[j][r] = (gr < n && gj < dim) ? to_acc<Acc>(q[gr * dim + gj]) : Acc(0);
         const int64_t gk = k0 + r;
-        sk[j][r] = (gk < m && gj < dim) ? to_acc<Acc>(k[gk * dim + gj]) : Acc(0);
+        sk[j][r] = (gk < k_end && gj < dim) ? to_acc<Acc>(k[gk * dim + gj]) : Acc(0);
       }
       __syncthreads();
 #pragma unroll
@@ -141,10 +148,10 @@ grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __r
     for (int e = tid; e < BM * PCHUNK; e += SimtConfig::kThreads) {
       const int c = e / PCHUNK, j = e % PCHUNK;
       const int64_t gk = k0 + c, gj = p0 + j;
-      sv[c][j] = (gk < m && gj < p) ? to_acc<Acc>(v[gk * p + gj]) : Acc(0);
+      sv[c][j] = (gk < k_end && gj < p) ? to_acc<Acc>(v[gk * p + gj]) : Acc(0);
     }
     for (int c = tid; c < BM; c += SimtConfig::kThreads) {
-      shn[c] = (k0 + c < m) ? half_norm[k0 + c] : Acc(0);
+      shn[c] = (k0 + c < k_end) ? half_norm[k0 + c] : Acc(0);
     }
     __syncthreads();
 
@@ -155,7 +162,7 @@ grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __r
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int64_t gc = k0 + tx * 4 + c;
-        const bool valid = gc < m && !(exclude_self && gc == gr);
+        const bool valid = gc < k_end && !(exclude_self && gc == gr);
         s[i][c] = valid ? scale * (s[i][c] - shn[tx * 4 + c]) : neg_inf<Acc>();
         tile_max = s[i][c] > tile_max ? s[i][c] : tile_max;
       }
@@ -196,7 +203,20 @@ grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __r
       for (int j = 0; j < PCHUNK; ++j) acc[i][j] += __shfl_xor_sync(0xffffffffu, acc[i][j], off);
     }
     const int64_t gr = row0 + ty * 4 + i;
-    if (gr < n) {
+    if (gr < n && partial != nullptr) {
+      // Layout per split z: max (n), sum (n), acc (n, p).
+      Acc* pmax = partial + blockIdx.z * n * (p + 2);
+      Acc* psum = pmax + n;
+      Acc* pacc = psum + n;
+#pragma unroll
+      for (int j = 0; j < PCHUNK; ++j) {
+        if (j % 16 == tx && p0 + j < p) pacc[gr * p + p0 + j] = acc[i][j];
+      }
+      if (tx == 0 && blockIdx.y == 0) {
+        pmax[gr] = row_max[i];
+        psum[gr] = row_sum[i];
+      }
+    } else if (gr < n) {
       const Acc inv = row_sum[i] > 0 ? Acc(1) / row_sum[i] : Acc(0);
       // Spread the column writes over the row group's threads.
 #pragma unroll
@@ -210,15 +230,73 @@ grnn_forward_simt(const T* __restrict__ q, const T* __restrict__ k, const T* __r
   }
 }
 
+// Merges the split-K partial states: M = max_z m_z, L = sum_z l_z e^(m_z - M),
+// out = sum_z acc_z e^(m_z - M) / L, lse = M + log L. One thread per query row.
+template <typename T, typename Acc>
+__global__ void grnn_combine_splits(const Acc* __restrict__ partial, int splits, int64_t n,
+                                    int64_t p, T* __restrict__ out, Acc* __restrict__ lse) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (row >= n) return;
+  const int64_t stride = n * (p + 2);
+  Acc best = neg_inf<Acc>();
+  for (int z = 0; z < splits; ++z) {
+    const Acc mz = partial[z * stride + row];
+    best = mz > best ? mz : best;
+  }
+  const Acc safe = best == neg_inf<Acc>() ? Acc(0) : best;
+  Acc total = 0;
+  for (int z = 0; z < splits; ++z) {
+    total += partial[z * stride + n + row] * exp_acc(partial[z * stride + row] - safe);
+  }
+  const Acc inv = total > 0 ? Acc(1) / total : Acc(0);
+  for (int64_t j = 0; j < p; ++j) {
+    Acc a = 0;
+    for (int z = 0; z < splits; ++z) {
+      a += partial[z * stride + 2 * n + row * p + j] * exp_acc(partial[z * stride + row] - safe);
+    }
+    out[row * p + j] = from_acc<T>(a * inv);
+  }
+  lse[row] = total > 0 ? safe + log_acc(total) : neg_inf<Acc>();
+}
+
+// Number of key splits that fills the GPU: about two blocks per SM, each split keeping at
+// least 8 key tiles. workspace_elems() is the size of the partial buffer it needs.
+inline int simt_key_splits(int64_t n, int64_t m, int64_t p, int pchunk, int sm_count) {
+  const int64_t blocks = ((n + SimtConfig::kRows - 1) / SimtConfig::kRows) *
+                         (p > 0 ? (p + pchunk - 1) / pchunk : 1);
+  const int64_t want = (2 * static_cast<int64_t>(sm_count) + blocks - 1) / blocks;
+  const int64_t most = m / (8 * SimtConfig::kCols);
+  int64_t splits = want < most ? want : most;
+  splits = splits < 1 ? 1 : splits;
+  return static_cast<int>(splits > 64 ? 64 : splits);
+}
+
+inline int64_t simt_workspace_elems(int splits, int64_t n, int64_t p) {
+  return splits > 1 ? static_cast<int64_t>(splits) * n * (p + 2) : 0;
+}
+
+// workspace: simt_workspace_elems(splits, n, p) elements of Acc (unused when splits == 1).
 template <typename T, typename Acc, int PCHUNK>
 inline cudaError_t launch_forward_simt(const T* q, const T* k, const T* v, const Acc* half_norm,
                                        T* out, Acc* lse, int64_t n, int64_t m, int64_t dim,
-                                       int64_t p, Acc scale, bool exclude_self,
-                                       cudaStream_t stream) {
+                                       int64_t p, Acc scale, bool exclude_self, int splits,
+                                       Acc* workspace, cudaStream_t stream) {
+  splits = splits < 1 ? 1 : splits;
+  // Whole key tiles per split, so only the last split has a ragged tile.
+  const int64_t tiles = (m + SimtConfig::kCols - 1) / SimtConfig::kCols;
+  const int64_t keys_per_split = ((tiles + splits - 1) / splits) * SimtConfig::kCols;
+  splits = static_cast<int>((m + keys_per_split - 1) / keys_per_split);
   const dim3 grid(static_cast<unsigned>((n + SimtConfig::kRows - 1) / SimtConfig::kRows),
-                  static_cast<unsigned>(p > 0 ? (p + PCHUNK - 1) / PCHUNK : 1));
+                  static_cast<unsigned>(p > 0 ? (p + PCHUNK - 1) / PCHUNK : 1),
+                  static_cast<unsigned>(splits));
+  Acc* partial = splits > 1 ? workspace : nullptr;
   grnn_forward_simt<T, Acc, PCHUNK><<<grid, SimtConfig::kThreads, 0, stream>>>(
-      q, k, v, half_norm, out, lse, n, m, dim, p, scale, exclude_self);
+      q, k, v, half_norm, out, lse, n, m, dim, p, scale, exclude_self, keys_per_split, partial);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess || splits == 1) return err;
+  const int threads = 128;
+  grnn_combine_splits<T, Acc><<<static_cast<unsigned>((n + threads - 1) / threads), threads, 0,
+                                stream>>>(partial, splits, n, p, out, lse);
   return cudaGetLastError();
 }
 
