@@ -381,7 +381,8 @@ def test_triton_interpreter():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("backend", ["native", "triton"])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (70, 300, 30, 1), (129, 1000, 130, 20)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (70, 300, 30, 1), (129, 1000, 130, 20),
+                                   (100, 5000, 30, 3)])  # the last one splits the keys
 def test_cuda_forward_backward_fp32(backend, shape):
     if backend == "native" and not _ext.has_kernel("grnn", "CUDA"):
         pytest.skip("no native CUDA kernel built")
@@ -416,6 +417,20 @@ def test_cuda_half_precision(backend, dtype):
         same_precision = grnn(q, k, v, 6.0)
     ref_rel = (same_precision.double() - exact).norm() / exact.norm()
     assert rel <= 2 * ref_rel + 2e-3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cuda_exclude_self_with_key_splits(dtype):
+    if not _ext.has_kernel("grnn", "CUDA"):
+        pytest.skip("no native CUDA kernel built")
+    x, _, y = _inputs(3000, 3000, 8, 2, device="cuda")
+    x, y = x.to(dtype), y.to(dtype)
+    with _backend.use_backend("native"):
+        out = grnn(x, x, y, 1.5, exclude_self=True)
+    exact = _expected(x, x, y, 1.5, exclude_self=True)
+    tol = {torch.float32: 1e-4, torch.float64: 1e-10, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(out.double(), exact, rtol=tol, atol=tol)
 
 
 @pytest.mark.cuda
