@@ -376,6 +376,41 @@ def test_triton_interpreter():
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-4000:]
 
 
+@pytest.mark.slow
+def test_triton_kernels_compile_for_sm90():
+    # Compiles every Triton kernel to sm_90 code without a GPU (Triton ships ptxas): catches
+    # what the interpreter does not check (tl.dot operand types, shared-memory needs).
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastdeblur.triton import grnn as tg
+
+    def compile_kernel(fn, dtype, ptrs, constexprs, num_warps):
+        signature = {}
+        for name in fn.arg_names:
+            if name in constexprs:
+                signature[name] = "constexpr"
+            elif name in ptrs:
+                signature[name] = ptrs[name]
+            else:
+                signature[name] = "fp32" if name == "scale" else "i64"
+        consts = {(fn.arg_names.index(k),): v for k, v in constexprs.items()}
+        src = ASTSource(fn=fn, signature=signature, constexprs=consts)
+        triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": num_warps, "num_stages": 3})
+
+    # Two representative kernels (each compile takes seconds): the tensor-core forward and
+    # the most involved backward kernel in exact fp32.
+    for dt, fn, out_ptr, block_n, warps in (("bf16", tg._grnn_fwd_kernel, "Out", 128, 8),
+                                            ("fp32", tg._grnn_bwd_dk_kernel, "DK", 64, 4)):
+        ce = {"EXCLUDE_SELF": True, "BLOCK_N": block_n, "BLOCK_M": 64, "BLOCK_D": 64,
+              "BLOCK_P": 16, "IEEE": dt == "fp32"}
+        ptrs = {"Q": f"*{dt}", "K": f"*{dt}", "V": f"*{dt}", "HN": "*fp32", "Lse": "*fp32",
+                "G": f"*{dt}", "Delta": "*fp32", out_ptr: f"*{dt}"}
+        compile_kernel(fn, dt, ptrs, ce, warps)
+
+
 # ---- CUDA (skipped without a GPU) --------------------------------------------------------
 
 
