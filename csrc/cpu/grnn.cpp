@@ -1,9 +1,9 @@
 // CPU glue of fastdeblur::grnn and fastdeblur::_grnn_backward.
 //
-// Tiling: query blocks of kQueryBlock rows run in parallel (at::parallel_for); each walks the
-// keys in tiles of kKeyBlock, computes the tile's dot products with a BLAS GEMM (at::mm_out on
-// contiguous per-thread buffers) and hands the tile to the online-softmax update of
-// kernels/cpu/grnn.h. Only a kQueryBlock x kKeyBlock tile per thread is ever stored.
+// Tiling: query blocks of query_block() rows run in parallel (at::parallel_for); each walks
+// the keys in tiles of key_block(), computes the tile's dot products with a BLAS GEMM
+// (at::mm_out into a per-thread buffer) and hands the tile to the online-softmax update of
+// kernels/cpu/grnn.h. Only one query_block x key_block tile per thread is ever stored.
 // Half and bfloat16 inputs run in float (logits and sums are float in any case).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -34,9 +34,10 @@ int64_t query_block(int64_t n) {
   return std::clamp<int64_t>(per_thread, 16, 256);
 }
 
-// Keys per tile: a 256 x 1024 fp32 tile of logits (1 MiB) stays in L2 and keeps the BLAS
-// calls large enough to run near peak for every d (measured: smaller tiles lose 10-20% at
-// d = 1024, larger ones spill the tile out of L2 for small d).
+// Keys per tile: a 256 x 1024 fp32 tile of logits (1 MiB) stays in L2 while the BLAS calls
+// stay large enough to run near peak (on a shared 2-core machine, 256- and 512-key tiles
+// were slower at d = 1024; the timings were noisy, so this is a sensible default rather
+// than a tuned optimum).
 int64_t key_block() { return 1024; }
 
 // Keys per parallel task of the backward's column pass (same idea as query_block).
