@@ -102,9 +102,9 @@ def _cpu_rows(quick: bool) -> list[dict]:
                   measure(_gemm_floor(q, k, v), warmup=1, repeat=repeat),
                   measure(_gemm_floor(q, k, v, key_tile=1024), warmup=1, repeat=repeat))
     rows.append(_row(shape + " center=False", "native", torch.float32, t_op,
-                     "fp32 GEMM floor (blockwise)", t_floor))
+                     "fp32 GEMM floor (fastest of 3)", t_floor))
     rows.append(_row(shape + " center=True", "native", torch.float32, t_centred,
-                     "fp32 GEMM floor (blockwise)", t_floor))
+                     "fp32 GEMM floor (fastest of 3)", t_floor))
     # Backward (queries, keys, values and sigma).
     n, m, d, p = (256, 2048, 30, 1) if quick else (2048, 16384, 30, 1)
     q, k, v = _inputs(n, m, d, p, torch.float32, "cpu")
