@@ -1,0 +1,290 @@
+// Element-wise and stencil kernels of the fused NAF block on the CPU (torch-free).
+//
+// Activations are channels-last: a tensor of N images, H x W pixels and K channels is
+// stored as N*H*W contiguous rows of K values ("pixel rows"). The 1x1 convolutions are
+// GEMMs on those (pixels, channels) matrices and live in the glue; these kernels fuse
+// everything between the GEMMs. Each function handles a range [begin, end) of pixel
+// rows or image rows (row r = n*H + h); threading is the caller's.
+//
+// Reductions over pixels (parameter gradients, pooled sums) are written to a partial
+// buffer owned by the calling chunk, so the caller can sum the chunks in a fixed order
+// (deterministic results whatever the thread count).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace fastdeblur {
+namespace cpu {
+namespace naf {
+
+// LayerNorm over the C channels of each pixel row in [p0, p1):
+// xn = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var + eps). Saves mean and rstd.
+template <typename T>
+void layer_norm_rows(const T* x, const T* w, const T* b, T* xn, T* mean, T* rstd, int64_t p0,
+                     int64_t p1, int64_t C, T eps) {
+  const T inv_c = T(1) / T(C);
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* xr = x + p * C;
+    T* out = xn + p * C;
+    T sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < C; ++c) sum += xr[c];
+    const T mu = sum * inv_c;
+    T sq = 0;
+#pragma omp simd reduction(+ : sq)
+    for (int64_t c = 0; c < C; ++c) sq += (xr[c] - mu) * (xr[c] - mu);
+    const T rs = T(1) / std::sqrt(sq * inv_c + eps);
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[c] = (xr[c] - mu) * rs * w[c] + b[c];
+    mean[p] = mu;
+    rstd[p] = rs;
+  }
+}
+
+// y = x + beta * t, then yn = LayerNorm(y) (see layer_norm_rows). beta is per channel.
+template <typename T>
+void residual_layer_norm_rows(const T* x, const T* t, const T* beta, const T* w, const T* b,
+                              T* y, T* yn, T* mean, T* rstd, int64_t p0, int64_t p1, int64_t C,
+                              T eps) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* xr = x + p * C;
+    const T* tr = t + p * C;
+    T* yr = y + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] + beta[c] * tr[c];
+  }
+  layer_norm_rows(y + p0 * C, w, b, yn + p0 * C, mean + p0, rstd + p0, 0, p1 - p0, C, eps);
+}
+
+// The nine input pointers of a 3x3 stencil at pixel (h, w) of an H x W image whose pixel
+// rows hold K channels; taps outside the image point at `zeros` (zero padding).
+// Tap k = ky * 3 + kx reads pixel (h + sy * (ky - 1), w + sy * (kx - 1)), sy = +1 for the
+// convolution and -1 for its transpose.
+template <typename T>
+inline void stencil_taps(const T* img, const T* zeros, int64_t h, int64_t w, int64_t H, int64_t W,
+                         int64_t K, int sy, const T* taps[9]) {
+  for (int ky = 0; ky < 3; ++ky) {
+    const int64_t hh = h + sy * (ky - 1);
+    for (int kx = 0; kx < 3; ++kx) {
+      const int64_t ww = w + sy * (kx - 1);
+      const bool inside = hh >= 0 && hh < H && ww >= 0 && ww < W;
+      taps[ky * 3 + kx] = inside ? img + (hh * W + ww) * K : zeros;
+    }
+  }
+}
+
+// Depthwise 3x3 convolution (zero padding) + bias + SimpleGate for image rows [r0, r1).
+//   z:      (N, H, W, 2C) input of the convolution
+//   wt:     (9, 2C) taps, tap-major (wt[k * 2C + c] = weight[c, 0, k / 3, k % 3])
+//   bias:   (2C)
+//   g:      (N, H, W, C) output, g = u[:C] * u[C:] with u = dwconv(z) + bias
+//   rowsum: (N*H, C) output, sum of g over each image row (for the channel attention pool)
+template <typename T>
+void dwconv_gate_rows(const T* z, const T* wt, const T* bias, T* g, T* rowsum, int64_t r0,
+                      int64_t r1, int64_t H, int64_t W, int64_t C) {
+  const int64_t C2 = 2 * C;
+  std::vector<T> zeros(C2, T(0));
+  const T* taps[9];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / H, h = r % H;
+    const T* img = z + n * H * W * C2;
+    T* rs = rowsum + r * C;
+    for (int64_t c = 0; c < C; ++c) rs[c] = 0;
+    for (int64_t w = 0; w < W; ++w) {
+      stencil_taps(img, zeros.data(), h, w, H, W, C2, +1, taps);
+      T* out = g + ((n * H + h) * W + w) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        T a = bias[c], b = bias[C + c];
+        for (int k = 0; k < 9; ++k) {
+          a += wt[k * C2 + c] * taps[k][c];
+          b += wt[k * C2 + C + c] * taps[k][C + c];
+        }
+        const T v = a * b;
+        out[c] = v;
+        rs[c] += v;
+      }
+    }
+  }
+}
+
+// SimpleGate of pixel rows [p0, p1): h = v[:, :C] * v[:, C:], v (P, 2C), h (P, C).
+template <typename T>
+void gate_rows(const T* v, T* h, int64_t p0, int64_t p1, int64_t C) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* vr = v + p * 2 * C;
+    T* hr = h + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) hr[c] = vr[c] * vr[C + c];
+  }
+}
+
+// out = y + gamma * f for pixel rows [p0, p1).
+template <typename T>
+void scaled_residual_rows(const T* y, const T* f, const T* gamma, T* out, int64_t p0, int64_t p1,
+                          int64_t C) {
+  for (int64_t p = p0; p < p1; ++p) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[p * C + c] = y[p * C + c] + gamma[c] * f[p * C + c];
+  }
+}
+
+// ---- backward ----
+
+// Backward of out = y + gamma * f with respect to f and gamma:
+// df = dout * gamma; dgamma_partial[c] += sum_p dout * f.
+template <typename T>
+void scaled_residual_backward_rows(const T* dout, const T* f, const T* gamma, T* df,
+                                   T* dgamma_partial, int64_t p0, int64_t p1, int64_t C) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* d = dout + p * C;
+    const T* fr = f + p * C;
+    T* o = df + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      o[c] = d[c] * gamma[c];
+      dgamma_partial[c] += d[c] * fr[c];
+    }
+  }
+}
+
+// Backward of SimpleGate: dv[:, :C] = dh * v[:, C:], dv[:, C:] = dh * v[:, :C].
+template <typename T>
+void gate_backward_rows(const T* dh, const T* v, T* dv, int64_t p0, int64_t p1, int64_t C) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* d = dh + p * C;
+    const T* vr = v + p * 2 * C;
+    T* o = dv + p * 2 * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      o[c] = d[c] * vr[C + c];
+      o[C + c] = d[c] * vr[c];
+    }
+  }
+}
+
+// Backward of xn = LayerNorm(x) for pixel rows [p0, p1), with an optional residual
+// gradient added: dx = dres + rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+// dxhat = dxn * w. Partial parameter gradients: dw += dxn * xhat, db += dxn.
+// `dres` may be null.
+template <typename T>
+void layer_norm_backward_rows(const T* dxn, const T* x, const T* mean, const T* rstd,
+                              const T* w, const T* dres, T* dx, T* dw_partial, T* db_partial,
+                              int64_t p0, int64_t p1, int64_t C) {
+  const T inv_c = T(1) / T(C);
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* d = dxn + p * C;
+    const T* xr = x + p * C;
+    const T mu = mean[p], rs = rstd[p];
+    T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t c = 0; c < C; ++c) {
+      const T xhat = (xr[c] - mu) * rs;
+      const T dxhat = d[c] * w[c];
+      s1 += dxhat;
+      s2 += dxhat * xhat;
+      dw_partial[c] += d[c] * xhat;
+      db_partial[c] += d[c];
+    }
+    s1 *= inv_c;
+    s2 *= inv_c;
+    T* o = dx + p * C;
+    const T* dr = dres != nullptr ? dres + p * C : nullptr;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const T xhat = (xr[c] - mu) * rs;
+      const T v = rs * (d[c] * w[c] - s1 - xhat * s2);
+      o[c] = dr != nullptr ? dr[c] + v : v;
+    }
+  }
+}
+
+// Backward of y = x + beta * t (y is also normalised by LN2): given dy (complete),
+// dt = dy * beta and dbeta_partial += dy * t.
+template <typename T>
+void residual_backward_rows(const T* dy, const T* t, const T* beta, T* dt, T* dbeta_partial,
+                            int64_t p0, int64_t p1, int64_t C) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* d = dy + p * C;
+    const T* tr = t + p * C;
+    T* o = dt + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      o[c] = d[c] * beta[c];
+      dbeta_partial[c] += d[c] * tr[c];
+    }
+  }
+}
+
+// Backward of the depthwise conv + SimpleGate, first pass, for image rows [r0, r1):
+// recomputes u = dwconv(z) + bias, takes the gradient of g as dg = dgs * s[n] + dpool[n]
+// (the channel-attention scale and the pooled-mean gradient already divided by H*W),
+// writes du (N, H, W, 2C) and accumulates the partial tap and bias gradients
+// dwt_partial (9, 2C), db_partial (2C).
+template <typename T>
+void dwconv_gate_backward_rows(const T* z, const T* wt, const T* bias, const T* dgs, const T* s,
+                               const T* dpool, T* du, T* dwt_partial, T* db_partial, int64_t r0,
+                               int64_t r1, int64_t H, int64_t W, int64_t C) {
+  const int64_t C2 = 2 * C;
+  std::vector<T> zeros(C2, T(0));
+  const T* taps[9];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / H, h = r % H;
+    const T* img = z + n * H * W * C2;
+    const T* sn = s + n * C;
+    const T* dpn = dpool + n * C;
+    for (int64_t w = 0; w < W; ++w) {
+      stencil_taps(img, zeros.data(), h, w, H, W, C2, +1, taps);
+      const int64_t p = (n * H + h) * W + w;
+      const T* dgr = dgs + p * C;
+      T* dur = du + p * C2;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        T a = bias[c], b = bias[C + c];
+        for (int k = 0; k < 9; ++k) {
+          a += wt[k * C2 + c] * taps[k][c];
+          b += wt[k * C2 + C + c] * taps[k][C + c];
+        }
+        const T dg = dgr[c] * sn[c] + dpn[c];
+        const T da = dg * b, dbv = dg * a;
+        dur[c] = da;
+        dur[C + c] = dbv;
+        db_partial[c] += da;
+        db_partial[C + c] += dbv;
+        for (int k = 0; k < 9; ++k) {
+          dwt_partial[k * C2 + c] += da * taps[k][c];
+          dwt_partial[k * C2 + C + c] += dbv * taps[k][C + c];
+        }
+      }
+    }
+  }
+}
+
+// Transposed depthwise 3x3 convolution (the input gradient of dwconv) for image rows
+// [r0, r1): dz[h, w, c] = sum_k wt[k, c] * du[h - (ky - 1), w - (kx - 1), c], K channels.
+template <typename T>
+void dwconv_transpose_rows(const T* du, const T* wt, T* dz, int64_t r0, int64_t r1, int64_t H,
+                           int64_t W, int64_t K) {
+  std::vector<T> zeros(K, T(0));
+  const T* taps[9];
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / H, h = r % H;
+    const T* img = du + n * H * W * K;
+    for (int64_t w = 0; w < W; ++w) {
+      stencil_taps(img, zeros.data(), h, w, H, W, K, -1, taps);
+      T* o = dz + ((n * H + h) * W + w) * K;
+#pragma omp simd
+      for (int64_t c = 0; c < K; ++c) {
+        T a = 0;
+        for (int k = 0; k < 9; ++k) a += wt[k * K + c] * taps[k][c];
+        o[c] = a;
+      }
+    }
+  }
+}
+
+}  // namespace naf
+}  // namespace cpu
+}  // namespace fastdeblur
