@@ -176,6 +176,74 @@ Acts forward_impl(const at::Tensor& x4, const Params& p, double eps_d) {
   return a;
 }
 
+// Inference/forward path: the block runs band by band so that every intermediate of a
+// band stays in the core's cache; only g (the gated features, needed whole for the
+// channel-attention pool) makes a round trip through memory.
+//   pass 1, per band of image rows (+1 halo row each side, recomputed): LN1, conv1,
+//           depthwise conv + SimpleGate -> g, row sums of g;
+//   pass 2, per band of pixels: conv3 with the channel attention folded into its weights,
+//           residual, LN2, conv4, SimpleGate, conv5, residual -> out.
+template <typename T>
+void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Tensor& out) {
+  const int64_t N = x4.size(0), C = x4.size(1), H = x4.size(2), W = x4.size(3);
+  const int64_t HW = H * W;
+  const T eps = static_cast<T>(eps_d);
+  const auto opts = x4.options();
+  const at::Tensor x = pixel_rows(x4);
+  const at::Tensor W1t = p.W1.t(), W4t = p.W4.t(), W5t = p.W5.t();
+  const int64_t band_rows = std::max<int64_t>(1, kPixelGrain / W);
+  const int64_t bands_per_image = (H + band_rows - 1) / band_rows;
+  at::Tensor g = at::empty({N * HW, C}, opts);
+  at::Tensor rowsum = at::empty({N * H, C}, opts);
+  at::parallel_for(0, N * bands_per_image, 1, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t n = task / bands_per_image;
+      const int64_t h0 = (task % bands_per_image) * band_rows;
+      const int64_t h1 = std::min(H, h0 + band_rows);
+      const int64_t zlo = std::max<int64_t>(0, h0 - 1), zhi = std::min(H, h1 + 1);
+      const int64_t npx = (zhi - zlo) * W;
+      const at::Tensor xb = x.narrow(0, n * HW + zlo * W, npx);
+      at::Tensor xn = at::empty({npx, C}, opts);
+      at::Tensor stats = at::empty({2, npx}, opts);
+      k::layer_norm_rows<T>(xb.data_ptr<T>(), p.n1w.data_ptr<T>(), p.n1b.data_ptr<T>(),
+                            xn.data_ptr<T>(), stats.data_ptr<T>(), stats.data_ptr<T>() + npx, 0,
+                            npx, C, eps);
+      const at::Tensor z = at::addmm(p.b1, xn, W1t);
+      k::dwconv_gate_band<T>(z.data_ptr<T>(), zlo, zhi, p.wt.data_ptr<T>(), p.b2.data_ptr<T>(),
+                             g.data_ptr<T>() + (n * HW + h0 * W) * C,
+                             rowsum.data_ptr<T>() + (n * H + h0) * C, h0, h1, W, C);
+    }
+  });
+  const at::Tensor pooled = rowsum.view({N, H, C}).sum(1) / static_cast<double>(HW);
+  const at::Tensor s = at::addmm(p.bsca, pooled, p.Wsca.t());
+  // conv3(g * s) = g @ (W3 * s)^T: one (C_in, C_out) matrix per image
+  const at::Tensor W3st = (p.W3.unsqueeze(0) * s.unsqueeze(1)).transpose(1, 2).contiguous();
+  const int64_t chunks_per_image = (HW + kPixelGrain - 1) / kPixelGrain;
+  at::parallel_for(0, N * chunks_per_image, 1, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t n = task / chunks_per_image;
+      const int64_t q0 = (task % chunks_per_image) * kPixelGrain;
+      const int64_t npx = std::min(HW, q0 + kPixelGrain) - q0;
+      const int64_t row0 = n * HW + q0;
+      const at::Tensor t = at::addmm(p.b3, g.narrow(0, row0, npx), W3st[n]);
+      at::Tensor y = at::empty({npx, C}, opts);
+      at::Tensor yn = at::empty({npx, C}, opts);
+      at::Tensor stats = at::empty({2, npx}, opts);
+      k::residual_layer_norm_rows<T>(x.data_ptr<T>() + row0 * C, t.data_ptr<T>(),
+                                     p.beta.data_ptr<T>(), p.n2w.data_ptr<T>(),
+                                     p.n2b.data_ptr<T>(), y.data_ptr<T>(), yn.data_ptr<T>(),
+                                     stats.data_ptr<T>(), stats.data_ptr<T>() + npx, 0, npx, C,
+                                     eps);
+      const at::Tensor v = at::addmm(p.b4, yn, W4t);
+      at::Tensor hg = at::empty({npx, C}, opts);
+      k::gate_rows<T>(v.data_ptr<T>(), hg.data_ptr<T>(), 0, npx, C);
+      const at::Tensor f = at::addmm(p.b5, hg, W5t);
+      k::scaled_residual_rows<T>(y.data_ptr<T>(), f.data_ptr<T>(), p.gamma.data_ptr<T>(),
+                                 out.data_ptr<T>() + row0 * C, 0, npx, C);
+    }
+  });
+}
+
 at::Tensor naf_block_cpu(const at::Tensor& x, const at::Tensor& n1w, const at::Tensor& n1b,
                          const at::Tensor& c1w, const at::Tensor& c1b, const at::Tensor& c2w,
                          const at::Tensor& c2b, const at::Tensor& scaw, const at::Tensor& scab,
@@ -188,14 +256,8 @@ at::Tensor naf_block_cpu(const at::Tensor& x, const at::Tensor& n1w, const at::T
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor out = alloc_output({N, H, W, C}, x.options());
   if (out.numel() == 0) return out.permute({0, 3, 1, 2});
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "naf_block_cpu", [&] {
-    const Acts a = forward_impl<scalar_t>(x, p, eps);
-    scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, a.P, kPixelGrain, [&](int64_t b, int64_t e) {
-      k::scaled_residual_rows<scalar_t>(a.y.data_ptr<scalar_t>(), a.f.data_ptr<scalar_t>(),
-                                        p.gamma.data_ptr<scalar_t>(), o, b, e, C);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "naf_block_cpu",
+                             [&] { forward_banded<scalar_t>(x, p, eps, out); });
   return out.permute({0, 3, 1, 2});
 }
 

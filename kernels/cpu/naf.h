@@ -58,19 +58,50 @@ void residual_layer_norm_rows(const T* x, const T* t, const T* beta, const T* w,
   layer_norm_rows(y + p0 * C, w, b, yn + p0 * C, mean + p0, rstd + p0, 0, p1 - p0, C, eps);
 }
 
-// The nine input pointers of a 3x3 stencil at pixel (h, w) of an H x W image whose pixel
-// rows hold K channels; taps outside the image point at `zeros` (zero padding).
+// The nine input pointers of a 3x3 stencil at pixel (h, w) of an image of width W whose
+// rows [row_lo, row_hi) are stored from `img` on (row row_lo first), K channels a pixel;
+// taps outside those rows or outside [0, W) point at `zeros` (zero padding).
 // Tap k = ky * 3 + kx reads pixel (h + sy * (ky - 1), w + sy * (kx - 1)), sy = +1 for the
 // convolution and -1 for its transpose.
 template <typename T>
-inline void stencil_taps(const T* img, const T* zeros, int64_t h, int64_t w, int64_t H, int64_t W,
-                         int64_t K, int sy, const T* taps[9]) {
+inline void stencil_taps(const T* img, const T* zeros, int64_t h, int64_t w, int64_t row_lo,
+                         int64_t row_hi, int64_t W, int64_t K, int sy, const T* taps[9]) {
   for (int ky = 0; ky < 3; ++ky) {
     const int64_t hh = h + sy * (ky - 1);
     for (int kx = 0; kx < 3; ++kx) {
       const int64_t ww = w + sy * (kx - 1);
-      const bool inside = hh >= 0 && hh < H && ww >= 0 && ww < W;
-      taps[ky * 3 + kx] = inside ? img + (hh * W + ww) * K : zeros;
+      const bool inside = hh >= row_lo && hh < row_hi && ww >= 0 && ww < W;
+      taps[ky * 3 + kx] = inside ? img + ((hh - row_lo) * W + ww) * K : zeros;
+    }
+  }
+}
+
+// dwconv_gate_rows for rows [h0, h1) of one image whose convolution input is held only
+// for rows [zlo, zhi) (zlo <= h0 - 1 or 0, zhi >= h1 + 1 or H) at `zband`; g_band and
+// rowsum_band receive rows h0.. of that image (W * C and C values a row).
+template <typename T>
+void dwconv_gate_band(const T* zband, int64_t zlo, int64_t zhi, const T* wt, const T* bias,
+                      T* g_band, T* rowsum_band, int64_t h0, int64_t h1, int64_t W, int64_t C) {
+  const int64_t C2 = 2 * C;
+  std::vector<T> zeros(C2, T(0));
+  const T* taps[9];
+  for (int64_t h = h0; h < h1; ++h) {
+    T* rs = rowsum_band + (h - h0) * C;
+    for (int64_t c = 0; c < C; ++c) rs[c] = 0;
+    for (int64_t w = 0; w < W; ++w) {
+      stencil_taps(zband, zeros.data(), h, w, zlo, zhi, W, C2, +1, taps);
+      T* out = g_band + ((h - h0) * W + w) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        T a = bias[c], b = bias[C + c];
+        for (int k = 0; k < 9; ++k) {
+          a += wt[k * C2 + c] * taps[k][c];
+          b += wt[k * C2 + C + c] * taps[k][C + c];
+        }
+        const T v = a * b;
+        out[c] = v;
+        rs[c] += v;
+      }
     }
   }
 }
@@ -84,29 +115,10 @@ inline void stencil_taps(const T* img, const T* zeros, int64_t h, int64_t w, int
 template <typename T>
 void dwconv_gate_rows(const T* z, const T* wt, const T* bias, T* g, T* rowsum, int64_t r0,
                       int64_t r1, int64_t H, int64_t W, int64_t C) {
-  const int64_t C2 = 2 * C;
-  std::vector<T> zeros(C2, T(0));
-  const T* taps[9];
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / H, h = r % H;
-    const T* img = z + n * H * W * C2;
-    T* rs = rowsum + r * C;
-    for (int64_t c = 0; c < C; ++c) rs[c] = 0;
-    for (int64_t w = 0; w < W; ++w) {
-      stencil_taps(img, zeros.data(), h, w, H, W, C2, +1, taps);
-      T* out = g + ((n * H + h) * W + w) * C;
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        T a = bias[c], b = bias[C + c];
-        for (int k = 0; k < 9; ++k) {
-          a += wt[k * C2 + c] * taps[k][c];
-          b += wt[k * C2 + C + c] * taps[k][C + c];
-        }
-        const T v = a * b;
-        out[c] = v;
-        rs[c] += v;
-      }
-    }
+    dwconv_gate_band(z + n * H * W * 2 * C, 0, H, wt, bias, g + r * W * C, rowsum + r * C, h,
+                     h + 1, W, C);
   }
 }
 
@@ -236,7 +248,7 @@ void dwconv_gate_backward_rows(const T* z, const T* wt, const T* bias, const T* 
     const T* sn = s + n * C;
     const T* dpn = dpool + n * C;
     for (int64_t w = 0; w < W; ++w) {
-      stencil_taps(img, zeros.data(), h, w, H, W, C2, +1, taps);
+      stencil_taps(img, zeros.data(), h, w, int64_t(0), H, W, C2, +1, taps);
       const int64_t p = (n * H + h) * W + w;
       const T* dgr = dgs + p * C;
       T* dur = du + p * C2;
@@ -273,7 +285,7 @@ void dwconv_transpose_rows(const T* du, const T* wt, T* dz, int64_t r0, int64_t 
     const int64_t n = r / H, h = r % H;
     const T* img = du + n * H * W * K;
     for (int64_t w = 0; w < W; ++w) {
-      stencil_taps(img, zeros.data(), h, w, H, W, K, -1, taps);
+      stencil_taps(img, zeros.data(), h, w, int64_t(0), H, W, K, -1, taps);
       T* o = dz + ((n * H + h) * W + w) * K;
 #pragma omp simd
       for (int64_t c = 0; c < K; ++c) {
