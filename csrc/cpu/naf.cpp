@@ -18,6 +18,9 @@ namespace k = fastdeblur::cpu::naf;
 
 constexpr int64_t kPixelGrain = 2048;  // pixel rows per parallel task
 constexpr int64_t kMaxChunks = 64;     // reduction chunks (fixed: deterministic sums)
+// Pixels of a band of the banded forward: the band's widest intermediate (2C values a
+// pixel) stays around 1 MiB of fp32, within a core's L2.
+inline int64_t band_pixels(int64_t C) { return std::max<int64_t>(256, (int64_t(1) << 17) / C); }
 
 // Splits [0, total) into a number of chunks that depends only on `total`, runs
 // f(chunk, begin, end) on them in parallel.
@@ -191,7 +194,7 @@ void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Ten
   const auto opts = x4.options();
   const at::Tensor x = pixel_rows(x4);
   const at::Tensor W1t = p.W1.t(), W4t = p.W4.t(), W5t = p.W5.t();
-  const int64_t band_rows = std::max<int64_t>(1, kPixelGrain / W);
+  const int64_t band_rows = std::max<int64_t>(1, band_pixels(C) / W);
   const int64_t bands_per_image = (H + band_rows - 1) / band_rows;
   at::Tensor g = at::empty({N * HW, C}, opts);
   at::Tensor rowsum = at::empty({N * H, C}, opts);
@@ -218,12 +221,13 @@ void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Ten
   const at::Tensor s = at::addmm(p.bsca, pooled, p.Wsca.t());
   // conv3(g * s) = g @ (W3 * s)^T: one (C_in, C_out) matrix per image
   const at::Tensor W3st = (p.W3.unsqueeze(0) * s.unsqueeze(1)).transpose(1, 2).contiguous();
-  const int64_t chunks_per_image = (HW + kPixelGrain - 1) / kPixelGrain;
+  const int64_t chunk = band_pixels(C);
+  const int64_t chunks_per_image = (HW + chunk - 1) / chunk;
   at::parallel_for(0, N * chunks_per_image, 1, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int64_t n = task / chunks_per_image;
-      const int64_t q0 = (task % chunks_per_image) * kPixelGrain;
-      const int64_t npx = std::min(HW, q0 + kPixelGrain) - q0;
+      const int64_t q0 = (task % chunks_per_image) * chunk;
+      const int64_t npx = std::min(HW, q0 + chunk) - q0;
       const int64_t row0 = n * HW + q0;
       const at::Tensor t = at::addmm(p.b3, g.narrow(0, row0, npx), W3st[n]);
       at::Tensor y = at::empty({npx, C}, opts);
@@ -256,8 +260,24 @@ at::Tensor naf_block_cpu(const at::Tensor& x, const at::Tensor& n1w, const at::T
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   at::Tensor out = alloc_output({N, H, W, C}, x.options());
   if (out.numel() == 0) return out.permute({0, 3, 1, 2});
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "naf_block_cpu",
-                             [&] { forward_banded<scalar_t>(x, p, eps, out); });
+  // Bands run one per thread with single-threaded GEMMs; with too few bands to keep
+  // every thread busy (small images, wide deep levels) whole-image multithreaded GEMMs
+  // win.
+  const int64_t band_rows = std::max<int64_t>(1, band_pixels(C) / W);
+  const int64_t bands = N * ((H + band_rows - 1) / band_rows);
+  const bool banded = bands >= 2 * at::get_num_threads();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "naf_block_cpu", [&] {
+    if (banded) {
+      forward_banded<scalar_t>(x, p, eps, out);
+      return;
+    }
+    const Acts a = forward_impl<scalar_t>(x, p, eps);
+    at::parallel_for(0, a.P, kPixelGrain, [&](int64_t b, int64_t e) {
+      k::scaled_residual_rows<scalar_t>(a.y.data_ptr<scalar_t>(), a.f.data_ptr<scalar_t>(),
+                                        p.gamma.data_ptr<scalar_t>(),
+                                        out.data_ptr<scalar_t>(), b, e, C);
+    });
+  });
   return out.permute({0, 3, 1, 2});
 }
 

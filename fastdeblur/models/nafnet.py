@@ -259,7 +259,7 @@ def tiled_apply(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tens
     if align < 1 or align > tile:
         raise ValueError(f"align must be in [1, tile], got {align}")
     B, _, H, W = image.shape
-    if H <= tile and W <= tile:
+    if tile >= H and tile >= W:
         return model(image)
     ys, xs = _tile_starts(H, tile, overlap, align), _tile_starts(W, tile, overlap, align)
     out: torch.Tensor | None = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
 # ---- naf_block ----
 # The NAF block of NAFNet (Chen et al., "Simple Baselines for Image Restoration",
 # ECCV 2022), written as one function of its input and parameters so that the fused

@@ -236,3 +236,19 @@ def test_cuda_matches_reference(dtype: torch.dtype) -> None:
         half_precision_close(out, same_out, exact_out, atol=1e-2)
         for a, s, e in zip(grads, same_grads, exact_grads, strict=True):
             half_precision_close(a, s, e, atol=5e-2)
+
+
+@native
+@pytest.mark.parametrize("shape", [(2, 64, 40, 9), (1, 256, 130, 9), (3, 16, 3, 40)])
+def test_banded_forward_matches_reference(shape: tuple[int, ...]) -> None:
+    """Large enough for the forward to run band by band (halo rows between bands)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.randn(shape, dtype=torch.float64)
+        params = make_params(shape[1], torch.float64)
+        with _backend.use_backend("native"):
+            out = fused(x, params)
+        assert_close(out, ref(x, params), scale=10)
+    finally:
+        torch.set_num_threads(threads)
