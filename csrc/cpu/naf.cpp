@@ -142,13 +142,14 @@ Acts forward_impl(const at::Tensor& x4, const Params& p, double eps_d) {
                           C, eps);
   });
   // conv1 (C -> 2C)
-  a.z = at::addmm(p.b1, a.xn1, p.W1.t());
+  a.z = at::mm(a.xn1, p.W1.t());  // + b1, folded into the consumers
   // depthwise 3x3 + SimpleGate, row sums for the pool
   a.g = at::empty({P, C}, opts);
   at::Tensor rowsum = at::empty({N * H, C}, opts);
   at::parallel_for(0, N * H, std::max<int64_t>(1, kPixelGrain / std::max<int64_t>(W, 1)),
                    [&](int64_t b, int64_t e) {
-                     k::dwconv_gate_rows<T>(a.z.data_ptr<T>(), p.wt.data_ptr<T>(),
+                     k::dwconv_gate_rows<T>(a.z.data_ptr<T>(), p.b1.data_ptr<T>(),
+                                            p.wt.data_ptr<T>(),
                                             p.b2.data_ptr<T>(), a.g.data_ptr<T>(),
                                             rowsum.data_ptr<T>(), b, e, H, W, C);
                    });
@@ -157,25 +158,26 @@ Acts forward_impl(const at::Tensor& x4, const Params& p, double eps_d) {
   a.pooled = rowsum.view({N, H, C}).sum(1) / static_cast<double>(H * W);
   a.s = at::addmm(p.bsca, a.pooled, p.Wsca.t());
   const at::Tensor W3s = p.W3.unsqueeze(0) * a.s.unsqueeze(1);  // (N, C_out, C_in)
-  a.t = at::baddbmm(p.b3, a.g.view({N, H * W, C}), W3s.transpose(1, 2)).view({P, C});
+  a.t = at::bmm(a.g.view({N, H * W, C}), W3s.transpose(1, 2)).view({P, C});  // + b3
   // y = x + beta * t, LN2
   a.y = at::empty({P, C}, opts);
   a.yn = at::empty({P, C}, opts);
   a.mean2 = at::empty({P}, opts);
   a.rstd2 = at::empty({P}, opts);
   at::parallel_for(0, P, kPixelGrain, [&](int64_t b, int64_t e) {
-    k::residual_layer_norm_rows<T>(a.x.data_ptr<T>(), a.t.data_ptr<T>(), p.beta.data_ptr<T>(),
+    k::residual_layer_norm_rows<T>(a.x.data_ptr<T>(), a.t.data_ptr<T>(), p.b3.data_ptr<T>(),
+                                   p.beta.data_ptr<T>(),
                                    p.n2w.data_ptr<T>(), p.n2b.data_ptr<T>(), a.y.data_ptr<T>(),
                                    a.yn.data_ptr<T>(), a.mean2.data_ptr<T>(),
                                    a.rstd2.data_ptr<T>(), b, e, C, eps);
   });
   // FFN: conv4 (C -> 2C), SimpleGate, conv5
-  a.v = at::addmm(p.b4, a.yn, p.W4.t());
+  a.v = at::mm(a.yn, p.W4.t());  // + b4
   a.h = at::empty({P, C}, opts);
   at::parallel_for(0, P, kPixelGrain, [&](int64_t b, int64_t e) {
-    k::gate_rows<T>(a.v.data_ptr<T>(), a.h.data_ptr<T>(), b, e, C);
+    k::gate_rows<T>(a.v.data_ptr<T>(), p.b4.data_ptr<T>(), a.h.data_ptr<T>(), b, e, C);
   });
-  a.f = at::addmm(p.b5, a.h, p.W5.t());
+  a.f = at::mm(a.h, p.W5.t());  // + b5
   return a;
 }
 
@@ -211,8 +213,8 @@ void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Ten
       k::layer_norm_rows<T>(xb.data_ptr<T>(), p.n1w.data_ptr<T>(), p.n1b.data_ptr<T>(),
                             xn.data_ptr<T>(), stats.data_ptr<T>(), stats.data_ptr<T>() + npx, 0,
                             npx, C, eps);
-      const at::Tensor z = at::addmm(p.b1, xn, W1t);
-      k::dwconv_gate_band<T>(z.data_ptr<T>(), zlo, zhi, p.wt.data_ptr<T>(), p.b2.data_ptr<T>(),
+      const at::Tensor z = at::mm(xn, W1t);  // + b1, folded into the convolution
+      k::dwconv_gate_band<T>(z.data_ptr<T>(), p.b1.data_ptr<T>(), zlo, zhi, p.wt.data_ptr<T>(), p.b2.data_ptr<T>(),
                              g.data_ptr<T>() + (n * HW + h0 * W) * C,
                              rowsum.data_ptr<T>() + (n * H + h0) * C, h0, h1, W, C);
     }
@@ -229,20 +231,21 @@ void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Ten
       const int64_t q0 = (task % chunks_per_image) * chunk;
       const int64_t npx = std::min(HW, q0 + chunk) - q0;
       const int64_t row0 = n * HW + q0;
-      const at::Tensor t = at::addmm(p.b3, g.narrow(0, row0, npx), W3st[n]);
+      const at::Tensor t = at::mm(g.narrow(0, row0, npx), W3st[n]);  // + b3
       at::Tensor y = at::empty({npx, C}, opts);
       at::Tensor yn = at::empty({npx, C}, opts);
       at::Tensor stats = at::empty({2, npx}, opts);
       k::residual_layer_norm_rows<T>(x.data_ptr<T>() + row0 * C, t.data_ptr<T>(),
-                                     p.beta.data_ptr<T>(), p.n2w.data_ptr<T>(),
+                                     p.b3.data_ptr<T>(), p.beta.data_ptr<T>(), p.n2w.data_ptr<T>(),
                                      p.n2b.data_ptr<T>(), y.data_ptr<T>(), yn.data_ptr<T>(),
                                      stats.data_ptr<T>(), stats.data_ptr<T>() + npx, 0, npx, C,
                                      eps);
-      const at::Tensor v = at::addmm(p.b4, yn, W4t);
+      const at::Tensor v = at::mm(yn, W4t);  // + b4
       at::Tensor hg = at::empty({npx, C}, opts);
-      k::gate_rows<T>(v.data_ptr<T>(), hg.data_ptr<T>(), 0, npx, C);
-      const at::Tensor f = at::addmm(p.b5, hg, W5t);
-      k::scaled_residual_rows<T>(y.data_ptr<T>(), f.data_ptr<T>(), p.gamma.data_ptr<T>(),
+      k::gate_rows<T>(v.data_ptr<T>(), p.b4.data_ptr<T>(), hg.data_ptr<T>(), 0, npx, C);
+      const at::Tensor f = at::mm(hg, W5t);  // + b5
+      k::scaled_residual_rows<T>(y.data_ptr<T>(), f.data_ptr<T>(), p.b5.data_ptr<T>(),
+                                 p.gamma.data_ptr<T>(),
                                  out.data_ptr<T>() + row0 * C, 0, npx, C);
     }
   });
@@ -274,7 +277,7 @@ at::Tensor naf_block_cpu(const at::Tensor& x, const at::Tensor& n1w, const at::T
     const Acts a = forward_impl<scalar_t>(x, p, eps);
     at::parallel_for(0, a.P, kPixelGrain, [&](int64_t b, int64_t e) {
       k::scaled_residual_rows<scalar_t>(a.y.data_ptr<scalar_t>(), a.f.data_ptr<scalar_t>(),
-                                        p.gamma.data_ptr<scalar_t>(),
+                                        p.b5.data_ptr<scalar_t>(), p.gamma.data_ptr<scalar_t>(),
                                         out.data_ptr<scalar_t>(), b, e, C);
     });
   });
@@ -318,7 +321,7 @@ std::vector<at::Tensor> naf_block_backward_cpu(
     at::Tensor dgamma_part = at::zeros({nc, C}, opts);
     for_chunks(P, kPixelGrain, [&](int64_t i, int64_t b, int64_t e) {
       k::scaled_residual_backward_rows<T>(dout.data_ptr<T>(), a.f.data_ptr<T>(),
-                                          p.gamma.data_ptr<T>(), df.data_ptr<T>(),
+                                          p.b5.data_ptr<T>(), p.gamma.data_ptr<T>(), df.data_ptr<T>(),
                                           dgamma_part.data_ptr<T>() + i * C, b, e, C);
     });
     // f = h W5^T + b5
@@ -328,7 +331,8 @@ std::vector<at::Tensor> naf_block_backward_cpu(
     // h = gate(v)
     at::Tensor dv = at::empty({P, 2 * C}, opts);
     at::parallel_for(0, P, kPixelGrain, [&](int64_t b, int64_t e) {
-      k::gate_backward_rows<T>(dh.data_ptr<T>(), a.v.data_ptr<T>(), dv.data_ptr<T>(), b, e, C);
+      k::gate_backward_rows<T>(dh.data_ptr<T>(), a.v.data_ptr<T>(), p.b4.data_ptr<T>(),
+                               dv.data_ptr<T>(), b, e, C);
     });
     // v = yn W4^T + b4
     const at::Tensor dW4 = at::mm(dv.t(), a.yn);
@@ -346,7 +350,8 @@ std::vector<at::Tensor> naf_block_backward_cpu(
                                      dout.data_ptr<T>(), dy.data_ptr<T>(),
                                      dn2w_part.data_ptr<T>() + i * C,
                                      dn2b_part.data_ptr<T>() + i * C, b, e, C);
-      k::residual_backward_rows<T>(dy.data_ptr<T>(), a.t.data_ptr<T>(), p.beta.data_ptr<T>(),
+      k::residual_backward_rows<T>(dy.data_ptr<T>(), a.t.data_ptr<T>(), p.b3.data_ptr<T>(),
+                                   p.beta.data_ptr<T>(),
                                    dt.data_ptr<T>(), dbeta_part.data_ptr<T>() + i * C, b, e, C);
     });
     // t = (g * s) W3^T + b3
@@ -369,7 +374,8 @@ std::vector<at::Tensor> naf_block_backward_cpu(
     at::Tensor db2_part = at::zeros({ncr, 2 * C}, opts);
     for_chunks(rows, row_grain, [&](int64_t i, int64_t b, int64_t e) {
       k::dwconv_gate_backward_rows<T>(
-          a.z.data_ptr<T>(), p.wt.data_ptr<T>(), p.b2.data_ptr<T>(), dgs.data_ptr<T>(),
+          a.z.data_ptr<T>(), p.b1.data_ptr<T>(), p.wt.data_ptr<T>(), p.b2.data_ptr<T>(),
+          dgs.data_ptr<T>(),
           a.s.data_ptr<T>(), dpool.data_ptr<T>(), du.data_ptr<T>(),
           dwt_part.data_ptr<T>() + i * 18 * C, db2_part.data_ptr<T>() + i * 2 * C, b, e, H, W, C);
     });

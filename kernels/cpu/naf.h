@@ -43,17 +43,18 @@ void layer_norm_rows(const T* x, const T* w, const T* b, T* xn, T* mean, T* rstd
   }
 }
 
-// y = x + beta * t, then yn = LayerNorm(y) (see layer_norm_rows). beta is per channel.
+// y = x + beta * (t + tbias), then yn = LayerNorm(y) (see layer_norm_rows); beta and
+// tbias (the bias of the GEMM that produced t) are per channel.
 template <typename T>
-void residual_layer_norm_rows(const T* x, const T* t, const T* beta, const T* w, const T* b,
-                              T* y, T* yn, T* mean, T* rstd, int64_t p0, int64_t p1, int64_t C,
-                              T eps) {
+void residual_layer_norm_rows(const T* x, const T* t, const T* tbias, const T* beta, const T* w,
+                              const T* b, T* y, T* yn, T* mean, T* rstd, int64_t p0, int64_t p1,
+                              int64_t C, T eps) {
   for (int64_t p = p0; p < p1; ++p) {
     const T* xr = x + p * C;
     const T* tr = t + p * C;
     T* yr = y + p * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] + beta[c] * tr[c];
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] + beta[c] * (tr[c] + tbias[c]);
   }
   layer_norm_rows(y + p0 * C, w, b, yn + p0 * C, mean + p0, rstd + p0, 0, p1 - p0, C, eps);
 }
@@ -76,14 +77,34 @@ inline void stencil_taps(const T* img, const T* zeros, int64_t h, int64_t w, int
   }
 }
 
+// The convolution input is stored without its per-channel bias zbias (the bias of the
+// GEMM that produced it): z = stored + zbias inside the image, 0 outside. Taps outside
+// the image read `pad` = -zbias, so that sum_k wt_k * (tap_k + zbias) becomes
+// bias_eff + sum_k wt_k * tap_k with bias_eff = bias + zbias * sum_k wt_k.
+template <typename T>
+void folded_bias(const T* wt, const T* bias, const T* zbias, int64_t C2, std::vector<T>& pad,
+                 std::vector<T>& bias_eff) {
+  pad.assign(C2, T(0));
+  bias_eff.assign(bias, bias + C2);
+  for (int64_t c = 0; c < C2; ++c) {
+    T sum = 0;
+    for (int k = 0; k < 9; ++k) sum += wt[k * C2 + c];
+    pad[c] = -zbias[c];
+    bias_eff[c] += zbias[c] * sum;
+  }
+}
+
 // dwconv_gate_rows for rows [h0, h1) of one image whose convolution input is held only
 // for rows [zlo, zhi) (zlo <= h0 - 1 or 0, zhi >= h1 + 1 or H) at `zband`; g_band and
 // rowsum_band receive rows h0.. of that image (W * C and C values a row).
 template <typename T>
-void dwconv_gate_band(const T* zband, int64_t zlo, int64_t zhi, const T* wt, const T* bias,
-                      T* g_band, T* rowsum_band, int64_t h0, int64_t h1, int64_t W, int64_t C) {
+void dwconv_gate_band(const T* zband, const T* zbias, int64_t zlo, int64_t zhi, const T* wt,
+                      const T* bias_in, T* g_band, T* rowsum_band, int64_t h0, int64_t h1,
+                      int64_t W, int64_t C) {
   const int64_t C2 = 2 * C;
-  std::vector<T> zeros(C2, T(0));
+  std::vector<T> zeros, bias_eff;
+  folded_bias(wt, bias_in, zbias, C2, zeros, bias_eff);
+  const T* bias = bias_eff.data();
   const T* taps[9];
   for (int64_t h = h0; h < h1; ++h) {
     T* rs = rowsum_band + (h - h0) * C;
@@ -107,49 +128,51 @@ void dwconv_gate_band(const T* zband, int64_t zlo, int64_t zhi, const T* wt, con
 }
 
 // Depthwise 3x3 convolution (zero padding) + bias + SimpleGate for image rows [r0, r1).
-//   z:      (N, H, W, 2C) input of the convolution
+//   z:      (N, H, W, 2C) input of the convolution, less its bias zbias (2C)
 //   wt:     (9, 2C) taps, tap-major (wt[k * 2C + c] = weight[c, 0, k / 3, k % 3])
 //   bias:   (2C)
 //   g:      (N, H, W, C) output, g = u[:C] * u[C:] with u = dwconv(z) + bias
 //   rowsum: (N*H, C) output, sum of g over each image row (for the channel attention pool)
 template <typename T>
-void dwconv_gate_rows(const T* z, const T* wt, const T* bias, T* g, T* rowsum, int64_t r0,
-                      int64_t r1, int64_t H, int64_t W, int64_t C) {
+void dwconv_gate_rows(const T* z, const T* zbias, const T* wt, const T* bias, T* g, T* rowsum,
+                      int64_t r0, int64_t r1, int64_t H, int64_t W, int64_t C) {
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / H, h = r % H;
-    dwconv_gate_band(z + n * H * W * 2 * C, 0, H, wt, bias, g + r * W * C, rowsum + r * C, h,
-                     h + 1, W, C);
+    dwconv_gate_band(z + n * H * W * 2 * C, zbias, 0, H, wt, bias, g + r * W * C,
+                     rowsum + r * C, h, h + 1, W, C);
   }
 }
 
-// SimpleGate of pixel rows [p0, p1): h = v[:, :C] * v[:, C:], v (P, 2C), h (P, C).
+// SimpleGate of pixel rows [p0, p1) of v + vbias: h = (v + vbias)[:, :C] * (v + vbias)[:, C:],
+// v (P, 2C), vbias (2C), h (P, C).
 template <typename T>
-void gate_rows(const T* v, T* h, int64_t p0, int64_t p1, int64_t C) {
+void gate_rows(const T* v, const T* vbias, T* h, int64_t p0, int64_t p1, int64_t C) {
   for (int64_t p = p0; p < p1; ++p) {
     const T* vr = v + p * 2 * C;
     T* hr = h + p * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) hr[c] = vr[c] * vr[C + c];
+    for (int64_t c = 0; c < C; ++c) hr[c] = (vr[c] + vbias[c]) * (vr[C + c] + vbias[C + c]);
   }
 }
 
-// out = y + gamma * f for pixel rows [p0, p1).
+// out = y + gamma * (f + fbias) for pixel rows [p0, p1).
 template <typename T>
-void scaled_residual_rows(const T* y, const T* f, const T* gamma, T* out, int64_t p0, int64_t p1,
-                          int64_t C) {
+void scaled_residual_rows(const T* y, const T* f, const T* fbias, const T* gamma, T* out,
+                          int64_t p0, int64_t p1, int64_t C) {
   for (int64_t p = p0; p < p1; ++p) {
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) out[p * C + c] = y[p * C + c] + gamma[c] * f[p * C + c];
+    for (int64_t c = 0; c < C; ++c)
+      out[p * C + c] = y[p * C + c] + gamma[c] * (f[p * C + c] + fbias[c]);
   }
 }
 
 // ---- backward ----
 
-// Backward of out = y + gamma * f with respect to f and gamma:
-// df = dout * gamma; dgamma_partial[c] += sum_p dout * f.
+// Backward of out = y + gamma * (f + fbias) with respect to f and gamma:
+// df = dout * gamma; dgamma_partial[c] += sum_p dout * (f + fbias).
 template <typename T>
-void scaled_residual_backward_rows(const T* dout, const T* f, const T* gamma, T* df,
-                                   T* dgamma_partial, int64_t p0, int64_t p1, int64_t C) {
+void scaled_residual_backward_rows(const T* dout, const T* f, const T* fbias, const T* gamma,
+                                   T* df, T* dgamma_partial, int64_t p0, int64_t p1, int64_t C) {
   for (int64_t p = p0; p < p1; ++p) {
     const T* d = dout + p * C;
     const T* fr = f + p * C;
@@ -157,22 +180,24 @@ void scaled_residual_backward_rows(const T* dout, const T* f, const T* gamma, T*
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       o[c] = d[c] * gamma[c];
-      dgamma_partial[c] += d[c] * fr[c];
+      dgamma_partial[c] += d[c] * (fr[c] + fbias[c]);
     }
   }
 }
 
-// Backward of SimpleGate: dv[:, :C] = dh * v[:, C:], dv[:, C:] = dh * v[:, :C].
+// Backward of the SimpleGate of v + vbias: dv[:, :C] = dh * (v + vbias)[:, C:],
+// dv[:, C:] = dh * (v + vbias)[:, :C].
 template <typename T>
-void gate_backward_rows(const T* dh, const T* v, T* dv, int64_t p0, int64_t p1, int64_t C) {
+void gate_backward_rows(const T* dh, const T* v, const T* vbias, T* dv, int64_t p0, int64_t p1,
+                        int64_t C) {
   for (int64_t p = p0; p < p1; ++p) {
     const T* d = dh + p * C;
     const T* vr = v + p * 2 * C;
     T* o = dv + p * 2 * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      o[c] = d[c] * vr[C + c];
-      o[C + c] = d[c] * vr[c];
+      o[c] = d[c] * (vr[C + c] + vbias[C + c]);
+      o[C + c] = d[c] * (vr[c] + vbias[c]);
     }
   }
 }
@@ -213,11 +238,11 @@ void layer_norm_backward_rows(const T* dxn, const T* x, const T* mean, const T* 
   }
 }
 
-// Backward of y = x + beta * t (y is also normalised by LN2): given dy (complete),
-// dt = dy * beta and dbeta_partial += dy * t.
+// Backward of y = x + beta * (t + tbias) (y is also normalised by LN2): given dy
+// (complete), dt = dy * beta and dbeta_partial += dy * (t + tbias).
 template <typename T>
-void residual_backward_rows(const T* dy, const T* t, const T* beta, T* dt, T* dbeta_partial,
-                            int64_t p0, int64_t p1, int64_t C) {
+void residual_backward_rows(const T* dy, const T* t, const T* tbias, const T* beta, T* dt,
+                            T* dbeta_partial, int64_t p0, int64_t p1, int64_t C) {
   for (int64_t p = p0; p < p1; ++p) {
     const T* d = dy + p * C;
     const T* tr = t + p * C;
@@ -225,22 +250,25 @@ void residual_backward_rows(const T* dy, const T* t, const T* beta, T* dt, T* db
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       o[c] = d[c] * beta[c];
-      dbeta_partial[c] += d[c] * tr[c];
+      dbeta_partial[c] += d[c] * (tr[c] + tbias[c]);
     }
   }
 }
 
 // Backward of the depthwise conv + SimpleGate, first pass, for image rows [r0, r1):
-// recomputes u = dwconv(z) + bias, takes the gradient of g as dg = dgs * s[n] + dpool[n]
+// recomputes u = dwconv(z + zbias) + bias (z stored less its bias, see folded_bias), takes the gradient of g as dg = dgs * s[n] + dpool[n]
 // (the channel-attention scale and the pooled-mean gradient already divided by H*W),
 // writes du (N, H, W, 2C) and accumulates the partial tap and bias gradients
 // dwt_partial (9, 2C), db_partial (2C).
 template <typename T>
-void dwconv_gate_backward_rows(const T* z, const T* wt, const T* bias, const T* dgs, const T* s,
-                               const T* dpool, T* du, T* dwt_partial, T* db_partial, int64_t r0,
-                               int64_t r1, int64_t H, int64_t W, int64_t C) {
+void dwconv_gate_backward_rows(const T* z, const T* zbias, const T* wt, const T* bias_in,
+                               const T* dgs, const T* s, const T* dpool, T* du, T* dwt_partial,
+                               T* db_partial, int64_t r0, int64_t r1, int64_t H, int64_t W,
+                               int64_t C) {
   const int64_t C2 = 2 * C;
-  std::vector<T> zeros(C2, T(0));
+  std::vector<T> zeros, bias_eff;
+  folded_bias(wt, bias_in, zbias, C2, zeros, bias_eff);
+  const T* bias = bias_eff.data();
   const T* taps[9];
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = r / H, h = r % H;
@@ -266,8 +294,8 @@ void dwconv_gate_backward_rows(const T* z, const T* wt, const T* bias, const T* 
         db_partial[c] += da;
         db_partial[C + c] += dbv;
         for (int k = 0; k < 9; ++k) {
-          dwt_partial[k * C2 + c] += da * taps[k][c];
-          dwt_partial[k * C2 + C + c] += dbv * taps[k][C + c];
+          dwt_partial[k * C2 + c] += da * (taps[k][c] + zbias[c]);
+          dwt_partial[k * C2 + C + c] += dbv * (taps[k][C + c] + zbias[C + c]);
         }
       }
     }
