@@ -27,6 +27,10 @@ PARAM_NAMES: tuple[str, ...] = (
 )
 
 
+# Widest block that runs on the Triton kernels in "auto" mode (see naf_block).
+TRITON_MAX_CHANNELS = 64
+
+
 def param_shapes(channels: int) -> dict[str, tuple[int, ...]]:
     """The shape of every parameter of a block of ``channels`` channels (expansion 2)."""
     c, c2 = channels, 2 * channels
@@ -82,9 +86,15 @@ def naf_block(x: torch.Tensor, params: Sequence[torch.Tensor], eps: float = 1e-6
         with torch.autocast("cuda", enabled=False):
             return naf_block(x.to(dtype), [p.to(dtype) for p in params], eps)
     backend = _backend.select("naf_block", x.device)
-    if backend == "native" and x.dtype in (torch.float32, torch.float64):
+    if backend == "native" and x.device.type == "cpu" and x.dtype in (torch.float32,
+                                                                      torch.float64):
         return torch.ops.fastdeblur.naf_block(x, *params, eps)
-    if backend == "triton" or (backend == "native" and x.is_cuda):
+    explicit = _backend.requested() == "triton"
+    # The Triton kernels hold whole C x C weight tiles in registers: right for the wide,
+    # high-resolution levels (C <= 64), not for the deep ones, where the block is
+    # GEMM-bound and cuBLAS GEMMs (the reference in the autocast dtype) win.
+    if (backend == "triton" or (backend == "native" and x.is_cuda)) and (
+            explicit or x.shape[1] <= TRITON_MAX_CHANNELS):
         from fastdeblur.triton import naf as triton_naf
 
         return triton_naf.naf_block(x, params, eps)

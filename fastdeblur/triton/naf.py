@@ -25,8 +25,6 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-BLOCK_P = 64
-
 
 @triton.jit
 def _dot(a, b, DOT_BF16: tl.constexpr):
@@ -349,6 +347,11 @@ def _block_c(C: int) -> int:
     return max(16, triton.next_power_of_2(C))
 
 
+def _block_p(block_c: int) -> int:
+    """Pixels a program: about 4096 fp32 values a register tile."""
+    return max(16, min(128, 4096 // block_c))
+
+
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> contiguous channels-last storage, as (B*H*W, C) rows."""
     return t.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(
@@ -367,15 +370,16 @@ def _forward_parts(x: torch.Tensor, params: Sequence[torch.Tensor], eps: float):
     xr = _rows(x)
     P = xr.shape[0]
     BC = _block_c(C)
+    bp = _block_p(BC)
     dot_bf16 = x.dtype == torch.bfloat16
     z = torch.empty(P, 2 * C, device=x.device, dtype=x.dtype)
     g = torch.empty(P, C, device=x.device, dtype=x.dtype)
     pool = torch.zeros(N, C, device=x.device, dtype=torch.float32)
     if P > 0:
-        wrap_triton(_ln_conv1)[(triton.cdiv(P, BLOCK_P),)](
-            xr, n1w, n1b, w1, b1, z, P, C, eps, BLOCK_P=BLOCK_P, BLOCK_C=BC, DOT_BF16=dot_bf16)
-        wrap_triton(_dwconv_gate)[(triton.cdiv(H * W, BLOCK_P), N)](
-            z, w2, b2, g, pool, H, W, C, BLOCK_P=BLOCK_P, BLOCK_C=BC)
+        wrap_triton(_ln_conv1)[(triton.cdiv(P, bp),)](
+            xr, n1w, n1b, w1, b1, z, P, C, eps, BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16)
+        wrap_triton(_dwconv_gate)[(triton.cdiv(H * W, bp), N)](
+            z, w2, b2, g, pool, H, W, C, BLOCK_P=bp, BLOCK_C=BC)
     pooled = pool / max(H * W, 1)
     s = torch.addmm(scab.float(), pooled, scaw.reshape(C, C).float().t())
     return xr, z, g, pooled, s
@@ -392,9 +396,10 @@ def naf_block_triton(x: torch.Tensor, params: list[torch.Tensor], eps: float) ->
     if xr.shape[0] > 0:
         out_rows = out.permute(0, 2, 3, 1)
         BC = _block_c(C)
-        wrap_triton(_tail)[(triton.cdiv(H * W, BLOCK_P), N)](
+        bp = _block_p(BC)
+        wrap_triton(_tail)[(triton.cdiv(H * W, bp), N)](
             g, xr, s, w3, b3, beta, n2w, n2b, w4, b4, w5, b5, gamma, out_rows, H * W, C, eps,
-            BLOCK_P=BLOCK_P, BLOCK_C=BC, DOT_BF16=x.dtype == torch.bfloat16)
+            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=x.dtype == torch.bfloat16)
     return out
 
 
@@ -410,6 +415,7 @@ def naf_block_backward_triton(grad_out: torch.Tensor, x: torch.Tensor,
     P = xr.shape[0]
     dev = x.device
     BC = _block_c(C)
+    bp = _block_p(BC)
     dot_bf16 = x.dtype == torch.bfloat16
     f32 = {"device": dev, "dtype": torch.float32}
     grads = {name: torch.zeros(p.shape, **f32) for name, p in zip(
@@ -421,12 +427,12 @@ def naf_block_backward_triton(grad_out: torch.Tensor, x: torch.Tensor,
         dy = torch.empty(P, C, **f32)
         dgs = torch.empty(P, C, **f32)
         ds = torch.zeros(N, C, **f32)
-        grid = (triton.cdiv(H * W, BLOCK_P), N)
+        grid = (triton.cdiv(H * W, bp), N)
         wrap_triton(_tail_bwd)[grid](
             g, xr, s, dout, w3, b3, beta, n2w, n2b, w4, b4, w5, b5, gamma, dy, dgs, ds,
             grads["w3"], grads["b3"], grads["beta"], grads["n2w"], grads["n2b"], grads["w4"],
             grads["b4"], grads["w5"], grads["b5"], grads["gamma"], H * W, C, eps,
-            BLOCK_P=BLOCK_P, BLOCK_C=BC, DOT_BF16=dot_bf16)
+            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16)
         # s = Wsca pooled + bsca; pooled = mean(g)
         grads["scaw"] = (ds.t() @ pooled).reshape(scaw.shape)
         grads["scab"] = ds.sum(0)
@@ -434,15 +440,15 @@ def naf_block_backward_triton(grad_out: torch.Tensor, x: torch.Tensor,
         du = torch.empty(P, 2 * C, **f32)
         wrap_triton(_dwconv_gate_bwd)[grid](
             z, w2, b2, dgs, s, dpool, du, grads["w2"], grads["b2"], H, W, C,
-            BLOCK_P=BLOCK_P, BLOCK_C=BC)
+            BLOCK_P=bp, BLOCK_C=BC)
         dz = torch.empty(P, 2 * C, **f32)
         bc2 = min(_block_c(2 * C), 128)
         wrap_triton(_dwconv_transpose)[(grid[0], N, triton.cdiv(2 * C, bc2))](
-            du, w2, dz, H, W, 2 * C, BLOCK_P=BLOCK_P, BLOCK_C=bc2)
-        wrap_triton(_ln_conv1_bwd)[(triton.cdiv(P, BLOCK_P),)](
+            du, w2, dz, H, W, 2 * C, BLOCK_P=bp, BLOCK_C=bc2)
+        wrap_triton(_ln_conv1_bwd)[(triton.cdiv(P, bp),)](
             xr, n1w, n1b, w1, dz, dy, dx.permute(0, 2, 3, 1), grads["n1w"], grads["n1b"],
             grads["w1"], grads["b1"], P, C, eps,
-            BLOCK_P=BLOCK_P, BLOCK_C=BC, DOT_BF16=dot_bf16)
+            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16)
     out = [dx]
     for p, gr in zip(params, grads.values(), strict=True):
         out.append(gr.reshape(p.shape).to(p.dtype))
