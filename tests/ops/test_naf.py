@@ -110,6 +110,7 @@ def test_batch_zero() -> None:
 
 
 @native
+@pytest.mark.slow
 def test_gradcheck_fp64() -> None:
     x = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     params = make_params(2, torch.float64, requires_grad=True)
@@ -119,6 +120,7 @@ def test_gradcheck_fp64() -> None:
 
 
 @native
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 4, 5, 7), (2, 2, 3, 1)])
 def test_opcheck(shape: tuple[int, ...]) -> None:
     x = torch.randn(shape, requires_grad=True)
@@ -173,6 +175,7 @@ def _run_python(code: str, env_extra: dict[str, str]) -> str:
 
 
 @native
+@pytest.mark.slow
 def test_poisoned_outputs_are_all_written() -> None:
     out = _run_python("""
         import torch
@@ -190,6 +193,7 @@ def test_poisoned_outputs_are_all_written() -> None:
     assert "ok" in out
 
 
+@pytest.mark.slow
 def test_triton_interpreter_matches_reference() -> None:
     pytest.importorskip("triton")
     out = _run_python("""
@@ -198,7 +202,7 @@ def test_triton_interpreter_matches_reference() -> None:
         from fastdeblur.ops import reference
         from tests.ops.test_naf import make_params
         torch.manual_seed(0)
-        for shape in [(2, 16, 5, 7), (1, 32, 4, 3), (1, 4, 3, 6)]:
+        for shape in [(2, 16, 5, 7), (1, 32, 3, 3), (1, 4, 3, 6)]:
             x = torch.randn(shape, requires_grad=True)
             params = make_params(shape[1], requires_grad=True)
             g = torch.randn(shape)
