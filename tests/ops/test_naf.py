@@ -202,13 +202,16 @@ def test_triton_interpreter_matches_reference() -> None:
         from fastdeblur.ops import reference
         from tests.ops.test_naf import make_params
         torch.manual_seed(0)
-        for shape in [(2, 16, 5, 7), (1, 32, 3, 3), (1, 4, 3, 6)]:
+        cases = [(2, 16, 5, 7, 1024), (1, 32, 3, 3, 1024), (1, 4, 3, 6, 1024),
+                 (1, 16, 9, 20, 1)]  # one program an image: backward loops over blocks
+        for *shape, programs in cases:
+            tn._TARGET_PROGRAMS = programs
             x = torch.randn(shape, requires_grad=True)
             params = make_params(shape[1], requires_grad=True)
             g = torch.randn(shape)
             y = tn.naf_block(x, params, 1e-6)
             yr = reference.naf_block(x, *params, eps=1e-6)
-            torch.testing.assert_close(y, yr, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(y, yr, rtol=1e-3, atol=1e-3)
             ga = torch.autograd.grad(y, [x, *params], g)
             gb = torch.autograd.grad(yr, [x, *params], g)
             for a, b in zip(ga, gb):
