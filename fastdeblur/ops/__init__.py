@@ -1,2 +1,6 @@
 """Custom ops of fastdeblur: public functional forms, each with a PyTorch reference
 (:mod:`fastdeblur.ops.reference`), native CPU/CUDA kernels and a Triton version."""
+
+from fastdeblur.ops.sv_conv import sv_conv, sv_conv_adjoint
+
+__all__ = ["sv_conv", "sv_conv_adjoint"]
