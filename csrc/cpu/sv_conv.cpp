@@ -39,6 +39,10 @@ bool check_kernels(const at::Tensor& kernels, const at::Tensor& image, int64_t k
   return shared;
 }
 
+// Tasks per parallel_for grain: small problems run on the calling thread (waking the pool
+// costs more than the work).
+int64_t grain(int64_t tasks, int64_t work) { return work < (int64_t{1} << 18) ? std::max<int64_t>(tasks, 1) : 1; }
+
 // Rows per task: enough tasks to balance the threads, bands long enough that padding
 // the (kh - 1) halo rows stays cheap.
 int64_t band_rows(int64_t batch, int64_t rows) {
@@ -64,7 +68,7 @@ at::Tensor sv_conv_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* kp = kernels.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * bands, grain(B * bands, B * C * H * W * taps), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> scratch(cpu::sv_band_scratch(C, band, W, kh, kw));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / bands;
@@ -101,7 +105,7 @@ at::Tensor sv_conv_adjoint_cpu(const at::Tensor& y_in, const at::Tensor& kernels
     const scalar_t* kp = kernels.data_ptr<scalar_t>();
     scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* zp = fold ? zc.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, B * bands, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B * bands, grain(B * bands, B * C * Hp * Wp * taps), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> z_row(C * Wp);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / bands;
@@ -114,7 +118,7 @@ at::Tensor sv_conv_adjoint_cpu(const at::Tensor& y_in, const at::Tensor& kernels
     if (fold) {
       const int64_t col_chunk = 256;
       const int64_t chunks = (W + col_chunk - 1) / col_chunk;
-      at::parallel_for(0, B * C * chunks, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, B * C * chunks, grain(B * C * chunks, B * C * Hp * W), [&](int64_t begin, int64_t end) {
         for (int64_t task = begin; task < end; ++task) {
           const int64_t plane = task / chunks;
           const int64_t j0 = (task % chunks) * col_chunk, j1 = std::min(W, j0 + col_chunk);
@@ -151,7 +155,7 @@ at::Tensor sv_conv_kernel_grad_cpu(const at::Tensor& gy_in, const at::Tensor& x_
     const scalar_t* gp = gy.data_ptr<scalar_t>();
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* op = g.data_ptr<scalar_t>();
-    at::parallel_for(0, nb * bands, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, nb * bands, grain(nb * bands, B * C * H * W * taps), [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> scratch(cpu::sv_band_scratch(C, band, W, kh, kw));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t i0 = (task % bands) * band, i1 = std::min(H, i0 + band);
