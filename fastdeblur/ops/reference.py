@@ -12,7 +12,6 @@ import torch
 
 from fastdeblur.convolution import boundary_index, check_boundary, pad
 
-
 # ---- sv_conv ----
 # Per-pixel spatially-varying convolution (gather form) and its exact adjoint (scatter form).
 # Kernels are stored taps-first: ``kernels[b, u * kw + v, i, j]`` is the weight of tap (u, v)

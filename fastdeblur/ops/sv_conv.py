@@ -42,9 +42,9 @@ if _backend.has_triton():
 def _choose(op: str, device_type: str, dtype_name: str) -> str:
     """Backend for ``op`` (resolved once at trace time under ``torch.compile``)."""
     backend = _backend.select(op, torch.device(device_type))
-    if backend == "native" and device_type == "cpu":
-        if dtype_name not in {str(d) for d in _NATIVE_CPU_DTYPES}:
-            return "reference"
+    native_dtypes = {str(d) for d in _NATIVE_CPU_DTYPES}
+    if backend == "native" and device_type == "cpu" and dtype_name not in native_dtypes:
+        return "reference"
     return backend
 
 

@@ -109,10 +109,11 @@ def test_reference_gradcheck():
     x.requires_grad_(True)
     k.requires_grad_(True)
     for boundary in ("reflect", "zero"):
-        assert torch.autograd.gradcheck(lambda a, b: R.sv_conv(a, b, boundary), (x, k),
+        assert torch.autograd.gradcheck(lambda a, b, bd=boundary: R.sv_conv(a, b, bd), (x, k),
                                         fast_mode=True)
-        assert torch.autograd.gradcheck(lambda a, b: R.sv_conv_adjoint(a, b, boundary), (x, k),
-                                        fast_mode=True)
+        assert torch.autograd.gradcheck(
+            lambda a, b, bd=boundary: R.sv_conv_adjoint(a, b, bd), (x, k), fast_mode=True
+        )
 
 
 def test_reference_kernel_grad_is_autograd():
@@ -209,7 +210,8 @@ def test_native_fills_every_output_element():
         import fastdeblur._C  # noqa: F401
         ops = torch.ops.fastdeblur
         for boundary in ("reflect", "zero", "replicate", "circular"):
-            for (B, C, H, W, kh, kw, shared) in [(2, 3, 7, 9, 3, 3, False), (1, 5, 3, 4, 7, 5, True)]:
+            for B, C, H, W, kh, kw, shared in [(2, 3, 7, 9, 3, 3, False),
+                                               (1, 5, 3, 4, 7, 5, True)]:
                 x = torch.randn(B, C, H, W)
                 k = torch.randn(*(() if shared else (B,)), kh * kw, H, W)
                 outs = [ops.sv_conv(x, k, kh, kw, boundary),
