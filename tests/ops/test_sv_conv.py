@@ -200,6 +200,7 @@ def test_native_non_contiguous_inputs():
         assert_close(sv_conv_adjoint(x, k, "zero"), R.sv_conv_adjoint(x, k, "zero"))
 
 
+@pytest.mark.slow
 @native
 def test_native_fills_every_output_element():
     # FASTDEBLUR_POISON_OUTPUTS is read once per process: check in a fresh one.
@@ -227,6 +228,7 @@ def test_native_fills_every_output_element():
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 
+@pytest.mark.slow
 @native
 def test_opcheck():
     for shared in (False, True):
