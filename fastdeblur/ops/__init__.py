@@ -4,3 +4,8 @@
 from fastdeblur.ops.grnn import grnn
 
 __all__ = ["grnn"]
+
+
+from fastdeblur.ops.sv_conv import sv_conv, sv_conv_adjoint
+
+__all__ = ["sv_conv", "sv_conv_adjoint"]

@@ -1,0 +1,552 @@
+// Per-pixel spatially-varying convolution on the CPU: forward (gather), adjoint and the
+// kernel gradient (a per-pixel correlation). Torch-free: raw pointers to contiguous
+// buffers; the caller splits the work into bands of rows and runs them on threads.
+//
+// Meaning (fastdeblur.ops.reference.sv_conv), with taps t = u * kw + v and the kernel
+// centred at (cy, cx) = (kh / 2, kw / 2):
+//   y[c, i, j] = sum_t K[t, i, j] * x[c, map(i - u + cy), map(j - v + cx)]
+// where map() is the boundary rule of fastdeblur.convolution.boundary_index.
+//
+// Layout of every routine: for an output row, for each tap, a loop over j that reads a
+// contiguous row of K and a contiguous, shifted row of a padded input, and updates a
+// contiguous row of the output for all channels at once (K is read once). The loops carry
+// no branches, so the compiler vectorises them.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace fastdeblur {
+namespace cpu {
+
+// Same numbering as fastdeblur::Boundary in csrc/common.h.
+enum SvBoundary : int { kSvReflect = 0, kSvZero = 1, kSvReplicate = 2, kSvCircular = 3 };
+
+// Maps an index along an axis of length n into [0, n); -1 for outside under zero boundary.
+// Exactly fastdeblur.convolution.boundary_index (reflect keeps mirroring for any distance).
+inline int64_t sv_boundary_index(int64_t i, int64_t n, int boundary) {
+  if (i >= 0 && i < n) return i;
+  switch (boundary) {
+    case kSvReflect: {
+      if (n == 1) return 0;
+      const int64_t period = 2 * (n - 1);
+      int64_t f = i % period;
+      if (f < 0) f += period;
+      return f >= n ? period - f : f;
+    }
+    case kSvReplicate:
+      return i < 0 ? 0 : n - 1;
+    case kSvCircular: {
+      int64_t f = i % n;
+      return f < 0 ? f + n : f;
+    }
+    default:
+      return -1;
+  }
+}
+
+// dst[0, left + n + right) = src[map(j - left)], 0 where map() is -1.
+template <typename T>
+inline void sv_pad_row(const T* src, int64_t n, int64_t left, int64_t right, int boundary,
+                       T* dst) {
+  for (int64_t j = 0; j < left; ++j) {
+    const int64_t s = sv_boundary_index(j - left, n, boundary);
+    dst[j] = s < 0 ? T(0) : src[s];
+  }
+  std::memcpy(dst + left, src, sizeof(T) * n);
+  for (int64_t j = 0; j < right; ++j) {
+    const int64_t s = sv_boundary_index(n + j, n, boundary);
+    dst[left + n + j] = s < 0 ? T(0) : src[s];
+  }
+}
+
+// Pads the rows [r0, r1) of a (C, H, W) image (rows may lie outside [0, H): mapped by the
+// boundary rule) into band[c][(r - r0) * Wp + ...], Wp = W + left + right.
+template <typename T>
+inline void sv_pad_band(const T* x, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1,
+                        int64_t left, int64_t right, int boundary, T* band) {
+  const int64_t Wp = W + left + right;
+  const int64_t rows = r1 - r0;
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* dst = band + (c * rows + (r - r0)) * Wp;
+      const int64_t src_row = sv_boundary_index(r, H, boundary);
+      if (src_row < 0) {
+        std::fill(dst, dst + Wp, T(0));
+      } else {
+        sv_pad_row(x + (c * H + src_row) * W, W, left, right, boundary, dst);
+      }
+    }
+  }
+}
+
+// ---- inner loops (CB channels at a time, CB a compile-time constant) ----
+
+// out[c][j] += k[j] * in[c][j] for j in [0, n); in/out are CB row pointers.
+template <typename T, int CB>
+inline void sv_axpy_rows(const T* __restrict k, const T* const* in, T* const* out, int64_t n) {
+  if constexpr (CB == 1) {
+    const T* __restrict a = in[0];
+    T* __restrict o = out[0];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) o[j] += k[j] * a[j];
+  } else if constexpr (CB == 2) {
+    const T* __restrict a = in[0];
+    const T* __restrict b = in[1];
+    T* __restrict oa = out[0];
+    T* __restrict ob = out[1];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T kj = k[j];
+      oa[j] += kj * a[j];
+      ob[j] += kj * b[j];
+    }
+  } else if constexpr (CB == 3) {
+    const T* __restrict a = in[0];
+    const T* __restrict b = in[1];
+    const T* __restrict d = in[2];
+    T* __restrict oa = out[0];
+    T* __restrict ob = out[1];
+    T* __restrict od = out[2];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T kj = k[j];
+      oa[j] += kj * a[j];
+      ob[j] += kj * b[j];
+      od[j] += kj * d[j];
+    }
+  } else {
+    static_assert(CB == 4, "channel blocks are 1 to 4 wide");
+    const T* __restrict a = in[0];
+    const T* __restrict b = in[1];
+    const T* __restrict d = in[2];
+    const T* __restrict e = in[3];
+    T* __restrict oa = out[0];
+    T* __restrict ob = out[1];
+    T* __restrict od = out[2];
+    T* __restrict oe = out[3];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T kj = k[j];
+      oa[j] += kj * a[j];
+      ob[j] += kj * b[j];
+      od[j] += kj * d[j];
+      oe[j] += kj * e[j];
+    }
+  }
+}
+
+// Two taps per pass over the output row (half the output loads/stores):
+// out[c][j] += k0[j] * a0[c][j] + k1[j] * a1[c][j].
+template <typename T, int CB>
+inline void sv_axpy2_rows(const T* __restrict k0, const T* __restrict k1, const T* const* a0,
+                          const T* const* a1, T* const* out, int64_t n) {
+  if constexpr (CB == 1) {
+    const T* __restrict p = a0[0];
+    const T* __restrict q = a1[0];
+    T* __restrict o = out[0];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) o[j] += k0[j] * p[j] + k1[j] * q[j];
+  } else if constexpr (CB == 2) {
+    const T* __restrict p0 = a0[0];
+    const T* __restrict p1 = a0[1];
+    const T* __restrict q0 = a1[0];
+    const T* __restrict q1 = a1[1];
+    T* __restrict o0 = out[0];
+    T* __restrict o1 = out[1];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T x0 = k0[j], x1 = k1[j];
+      o0[j] += x0 * p0[j] + x1 * q0[j];
+      o1[j] += x0 * p1[j] + x1 * q1[j];
+    }
+  } else if constexpr (CB == 3) {
+    const T* __restrict p0 = a0[0];
+    const T* __restrict p1 = a0[1];
+    const T* __restrict p2 = a0[2];
+    const T* __restrict q0 = a1[0];
+    const T* __restrict q1 = a1[1];
+    const T* __restrict q2 = a1[2];
+    T* __restrict o0 = out[0];
+    T* __restrict o1 = out[1];
+    T* __restrict o2 = out[2];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T x0 = k0[j], x1 = k1[j];
+      o0[j] += x0 * p0[j] + x1 * q0[j];
+      o1[j] += x0 * p1[j] + x1 * q1[j];
+      o2[j] += x0 * p2[j] + x1 * q2[j];
+    }
+  } else {
+    static_assert(CB == 4, "channel blocks are 1 to 4 wide");
+    const T* __restrict p0 = a0[0];
+    const T* __restrict p1 = a0[1];
+    const T* __restrict p2 = a0[2];
+    const T* __restrict p3 = a0[3];
+    const T* __restrict q0 = a1[0];
+    const T* __restrict q1 = a1[1];
+    const T* __restrict q2 = a1[2];
+    const T* __restrict q3 = a1[3];
+    T* __restrict o0 = out[0];
+    T* __restrict o1 = out[1];
+    T* __restrict o2 = out[2];
+    T* __restrict o3 = out[3];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      const T x0 = k0[j], x1 = k1[j];
+      o0[j] += x0 * p0[j] + x1 * q0[j];
+      o1[j] += x0 * p1[j] + x1 * q1[j];
+      o2[j] += x0 * p2[j] + x1 * q2[j];
+      o3[j] += x0 * p3[j] + x1 * q3[j];
+    }
+  }
+}
+
+// out[j] = sum_c g[c][j] * a[c][j] for j in [0, n).
+template <typename T, int CB>
+inline void sv_dot_rows(const T* const* g, const T* const* a, T* __restrict out, int64_t n,
+                        bool accumulate) {
+  const T* __restrict g0 = g[0];
+  const T* __restrict a0 = a[0];
+  const T* __restrict g1 = CB > 1 ? g[1] : g[0];
+  const T* __restrict a1 = CB > 1 ? a[1] : a[0];
+  const T* __restrict g2 = CB > 2 ? g[2] : g[0];
+  const T* __restrict a2 = CB > 2 ? a[2] : a[0];
+  const T* __restrict g3 = CB > 3 ? g[3] : g[0];
+  const T* __restrict a3 = CB > 3 ? a[3] : a[0];
+  auto term = [&](int64_t j) {
+    T s = g0[j] * a0[j];
+    if constexpr (CB > 1) s += g1[j] * a1[j];
+    if constexpr (CB > 2) s += g2[j] * a2[j];
+    if constexpr (CB > 3) s += g3[j] * a3[j];
+    return s;
+  };
+  if (accumulate) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] += term(j);
+  } else {
+    // Plain store: the output may hold garbage (or NaN poison) before.
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) out[j] = term(j);
+  }
+}
+
+// ---- forward ----
+
+#ifndef FASTDEBLUR_SV_PREFETCH_TAPS
+#define FASTDEBLUR_SV_PREFETCH_TAPS 4
+#endif
+
+// Asks for a row of n elements ahead of use: the K rows of successive taps lie H*W elements
+// apart, too far for the hardware prefetcher to follow them all.
+template <typename T>
+inline void sv_prefetch_row(const T* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 1);
+}
+
+// Channel-block loop of the forward for one output row i: y[c0 : c0 + CB] of that row.
+template <typename T, int CB>
+inline void sv_conv_row_block(const T* __restrict k_row0, int64_t tap_stride, const T* band,
+                              int64_t band_rows, int64_t Wp, int64_t band_row_of_u0, int64_t c0,
+                              T* y_row0, int64_t y_channel_stride, int64_t W, int64_t kh,
+                              int64_t kw) {
+  T* out[CB];
+  const T* in0[CB];
+  const T* in1[CB];
+  for (int c = 0; c < CB; ++c) out[c] = y_row0 + (c0 + c) * y_channel_stride;
+  for (int64_t u = 0; u < kh; ++u) {
+    // Row of the padded band that tap row u reads: padded row (i - u + kh - 1).
+    const int64_t r = band_row_of_u0 - u;
+    const T* row_base = band + r * Wp;
+    const T* k_u = k_row0 + u * kw * tap_stride;
+    int64_t v = 0;
+    for (; v + 1 < kw; v += 2) {
+      const int64_t ahead = u * kw + v + FASTDEBLUR_SV_PREFETCH_TAPS;
+      if (c0 == 0 && ahead + 1 < kh * kw) {
+        sv_prefetch_row(k_row0 + ahead * tap_stride, W);
+        sv_prefetch_row(k_row0 + (ahead + 1) * tap_stride, W);
+      }
+      for (int c = 0; c < CB; ++c) {
+        const T* chan = row_base + (c0 + c) * band_rows * Wp;
+        in0[c] = chan + (kw - 1 - v);
+        in1[c] = chan + (kw - 2 - v);
+      }
+      sv_axpy2_rows<T, CB>(k_u + v * tap_stride, k_u + (v + 1) * tap_stride, in0, in1, out, W);
+    }
+    if (v < kw) {
+      for (int c = 0; c < CB; ++c) in0[c] = row_base + (c0 + c) * band_rows * Wp + (kw - 1 - v);
+      sv_axpy_rows<T, CB>(k_u + v * tap_stride, in0, out, W);
+    }
+  }
+}
+
+// Row stride of the per-thread accumulator: W rounded up plus 16 elements, so that the
+// accumulator rows do not share their address bits modulo 4 KiB with the rows of K and y
+// (which lie H*W elements apart); stores to an aliasing address would stall the loads of K.
+inline int64_t sv_acc_stride(int64_t W) { return ((W + 15) / 16) * 16 + 16; }
+
+// Scratch elements needed by sv_conv_forward_rows / sv_kernel_grad_rows for a band.
+inline int64_t sv_band_scratch(int64_t C, int64_t band, int64_t W, int64_t kh, int64_t kw) {
+  return C * (band + kh - 1) * (W + kw - 1) + C * sv_acc_stride(W);
+}
+
+// Forward for output rows [i0, i1) of one image.
+//   x: (C, H, W), k: (kh*kw, H, W), y: (C, H, W), all contiguous.
+//   scratch: sv_band_scratch(C, i1 - i0, W, kh, kw) elements.
+template <typename T>
+void sv_conv_forward_rows(const T* x, const T* k, T* y, int64_t C, int64_t H, int64_t W,
+                          int64_t kh, int64_t kw, int boundary, int64_t i0, int64_t i1,
+                          T* scratch) {
+  const int64_t cy = kh / 2, cx = kw / 2;
+  const int64_t top = kh - 1 - cy, left = kw - 1 - cx;
+  const int64_t Wp = W + kw - 1;
+  const int64_t band_rows = i1 - i0 + kh - 1;
+  T* band = scratch;
+  T* acc = scratch + C * band_rows * Wp;
+  const int64_t acc_stride = sv_acc_stride(W);
+  // Padded row p holds image row p - top; output row i with tap u reads image row
+  // i - u + cy, i.e. padded row i - u + kh - 1, i.e. band row i - i0 + kh - 1 - u.
+  sv_pad_band(x, C, H, W, i0 - top, i1 + cy, left, cx, boundary, band);
+  const int64_t plane = H * W;
+  for (int64_t i = i0; i < i1; ++i) {
+    std::fill(acc, acc + C * acc_stride, T(0));
+    const T* k_row = k + i * W;
+    const int64_t r_u0 = i - i0 + kh - 1;
+    int64_t c0 = 0;
+    for (; c0 + 4 <= C && C != 6; c0 += 4)
+      sv_conv_row_block<T, 4>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
+    switch (C - c0) {
+      case 6:  // two blocks of 3 rather than 4 + 2
+        sv_conv_row_block<T, 3>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
+        sv_conv_row_block<T, 3>(k_row, plane, band, band_rows, Wp, r_u0, c0 + 3, acc, acc_stride, W, kh, kw);
+        break;
+      case 3:
+        sv_conv_row_block<T, 3>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
+        break;
+      case 2:
+        sv_conv_row_block<T, 2>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
+        break;
+      case 1:
+        sv_conv_row_block<T, 1>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
+        break;
+      default:
+        break;
+    }
+    for (int64_t c = 0; c < C; ++c) std::memcpy(y + c * plane + i * W, acc + c * acc_stride, sizeof(T) * W);
+  }
+}
+
+// ---- adjoint ----
+//
+// Gather form of the scatter. On the padded grid (padded row s holds image row s - top,
+// padded column q holds image column q - left), the scatter of y is
+//   z[c, s, q] = sum_t K[t, i, j] * y[c, i, j],  i = s - (kh-1) + u,  j = q - (kw-1) + v,
+// over the taps whose (i, j) lies in the image. Each z row is computed by one thread (no
+// races), then folded back through the boundary map: x'[map(s), map(q)] += z[s, q].
+
+// Channel block of one padded row s of z (width Wp = W + kw - 1), zeroed first.
+template <typename T, int CB>
+inline void sv_adjoint_row_block(const T* k, const T* y, int64_t C, int64_t H, int64_t W,
+                                 int64_t kh, int64_t kw, int64_t s, int64_t c0, T* z_row0,
+                                 int64_t Wp) {
+  (void)C;
+  const int64_t plane = H * W;
+  T* out[CB];
+  const T* in[CB];
+  for (int c = 0; c < CB; ++c) {
+    out[c] = z_row0 + (c0 + c) * Wp;
+    std::fill(out[c], out[c] + Wp, T(0));
+  }
+  const int64_t u_lo = std::max<int64_t>(0, kh - 1 - s);
+  const int64_t u_hi = std::min<int64_t>(kh, H + kh - 1 - s);
+  for (int64_t u = u_lo; u < u_hi; ++u) {
+    const int64_t i = s - (kh - 1) + u;
+    const T* k_i = k + u * kw * plane + i * W;
+    const T* y_i = y + i * W;
+    const T* in1[CB];
+    T* o[CB];
+    for (int c = 0; c < CB; ++c) {
+      in[c] = y_i + (c0 + c) * plane;
+      in1[c] = in[c] + 1;
+    }
+    // Tap v adds K_v[j] * y[j] into z[j + kw - 1 - v] for j in [0, W). Taps v and v + 1
+    // together: z[q] += K_v[j] y[j] + K_{v+1}[j+1] y[j+1] with q = j + kw - 1 - v over
+    // j in [0, W - 1), plus one end element of each tap.
+    int64_t v = 0;
+    for (; v + 1 < kw && W > 1; v += 2) {
+      const int64_t ahead = u * kw + v + FASTDEBLUR_SV_PREFETCH_TAPS;
+      if (c0 == 0 && ahead + 1 < kh * kw) {
+        sv_prefetch_row(k_i + (ahead - u * kw) * plane, W);
+        sv_prefetch_row(k_i + (ahead + 1 - u * kw) * plane, W);
+      }
+      const T* k0 = k_i + v * plane;
+      const T* k1 = k_i + (v + 1) * plane;
+      const int64_t q0 = kw - 1 - v;
+      for (int c = 0; c < CB; ++c) o[c] = out[c] + q0;
+      sv_axpy2_rows<T, CB>(k0, k1 + 1, in, in1, o, W - 1);
+      for (int c = 0; c < CB; ++c) {
+        out[c][q0 + W - 1] += k0[W - 1] * in[c][W - 1];
+        out[c][q0 - 1] += k1[0] * in[c][0];
+      }
+    }
+    for (; v < kw; ++v) {
+      const int64_t q0 = kw - 1 - v;
+      for (int c = 0; c < CB; ++c) o[c] = out[c] + q0;
+      sv_axpy_rows<T, CB>(k_i + v * plane, in, o, W);
+    }
+  }
+}
+
+// One padded row s of z for all channels: z_row is (C, Wp) scratch.
+template <typename T>
+void sv_adjoint_padded_row(const T* k, const T* y, int64_t C, int64_t H, int64_t W, int64_t kh,
+                           int64_t kw, int64_t s, T* z_row) {
+  const int64_t Wp = W + kw - 1;
+  int64_t c0 = 0;
+  for (; c0 + 4 <= C && C != 6; c0 += 4)
+    sv_adjoint_row_block<T, 4>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
+  switch (C - c0) {
+    case 6:
+      sv_adjoint_row_block<T, 3>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
+      sv_adjoint_row_block<T, 3>(k, y, C, H, W, kh, kw, s, c0 + 3, z_row, Wp);
+      break;
+    case 3:
+      sv_adjoint_row_block<T, 3>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
+      break;
+    case 2:
+      sv_adjoint_row_block<T, 2>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
+      break;
+    case 1:
+      sv_adjoint_row_block<T, 1>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
+      break;
+    default:
+      break;
+  }
+}
+
+// Adds the columns of a padded row (width W + left + right) into an image row (width W)
+// through the boundary map: dst[map(q - left)] += src[q]. dst must be initialised.
+template <typename T>
+inline void sv_fold_row(const T* src, int64_t W, int64_t left, int64_t right, int boundary,
+                        T* dst) {
+  for (int64_t q = 0; q < left; ++q) {
+    const int64_t j = sv_boundary_index(q - left, W, boundary);
+    if (j >= 0) dst[j] += src[q];
+  }
+  const T* __restrict mid = src + left;
+  T* __restrict d = dst;
+#pragma omp simd
+  for (int64_t j = 0; j < W; ++j) d[j] += mid[j];
+  for (int64_t q = 0; q < right; ++q) {
+    const int64_t j = sv_boundary_index(W + q, W, boundary);
+    if (j >= 0) dst[j] += src[left + W + q];
+  }
+}
+
+// Adjoint, padded rows [s0, s1) of one image (padded rows run over [0, H + kh - 1)).
+//   zero boundary: the rows inside the image go straight to x_out (C, H, W), the others
+//     are skipped (they would fall outside);
+//   other boundaries: column-folded rows go to zc (C, H + kh - 1, W), which
+//     sv_adjoint_fold_rows then folds over rows.
+//   z_row: scratch of C * (W + kw - 1).
+template <typename T>
+void sv_adjoint_rows(const T* k, const T* y, int64_t C, int64_t H, int64_t W, int64_t kh,
+                     int64_t kw, int boundary, int64_t s0, int64_t s1, T* x_out, T* zc,
+                     T* z_row) {
+  const int64_t cy = kh / 2, cx = kw / 2;
+  const int64_t top = kh - 1 - cy, left = kw - 1 - cx;
+  const int64_t Wp = W + kw - 1, Hp = H + kh - 1;
+  const int64_t plane = H * W;
+  for (int64_t s = s0; s < s1; ++s) {
+    if (boundary == kSvZero && (s < top || s >= top + H)) continue;
+    sv_adjoint_padded_row(k, y, C, H, W, kh, kw, s, z_row);
+    for (int64_t c = 0; c < C; ++c) {
+      T* dst = boundary == kSvZero ? x_out + c * plane + (s - top) * W : zc + (c * Hp + s) * W;
+      if (boundary == kSvZero) {
+        std::memcpy(dst, z_row + c * Wp + left, sizeof(T) * W);
+      } else {
+        std::fill(dst, dst + W, T(0));
+        sv_fold_row(z_row + c * Wp, W, left, cx, boundary, dst);
+      }
+    }
+  }
+}
+
+// Row fold of one channel plane, columns [j0, j1): x[map(s - top), j] += zc[s, j].
+//   zc: (H + kh - 1, W) of this plane; x: (H, W) of this plane.
+template <typename T>
+void sv_adjoint_fold_rows(const T* zc, T* x, int64_t H, int64_t W, int64_t kh, int boundary,
+                          int64_t j0, int64_t j1) {
+  const int64_t top = kh - 1 - kh / 2;
+  const int64_t Hp = H + kh - 1;
+  const int64_t n = j1 - j0;
+  for (int64_t i = 0; i < H; ++i) std::memcpy(x + i * W + j0, zc + (i + top) * W + j0, sizeof(T) * n);
+  for (int64_t s = 0; s < Hp; ++s) {
+    if (s >= top && s < top + H) continue;
+    const int64_t i = sv_boundary_index(s - top, H, boundary);
+    if (i < 0) continue;
+    const T* __restrict src = zc + s * W + j0;
+    T* __restrict dst = x + i * W + j0;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+  }
+}
+
+// ---- kernel gradient (per-pixel correlation) ----
+//
+//   g[t, i, j] (+)= sum_c gy[c, i, j] * x[c, map(i - u + cy), map(j - v + cx)]
+// for output rows [i0, i1) of one image; accumulate adds into g (for kernels shared by the
+// batch). scratch: sv_band_scratch(C, i1 - i0, W, kh, kw) elements.
+template <typename T>
+void sv_kernel_grad_rows(const T* gy, const T* x, T* g, int64_t C, int64_t H, int64_t W,
+                         int64_t kh, int64_t kw, int boundary, int64_t i0, int64_t i1,
+                         T* scratch, bool accumulate) {
+  const int64_t cy = kh / 2, cx = kw / 2;
+  const int64_t top = kh - 1 - cy, left = kw - 1 - cx;
+  const int64_t Wp = W + kw - 1;
+  const int64_t band_rows = i1 - i0 + kh - 1;
+  const int64_t plane = H * W;
+  T* band = scratch;
+  T* gy_row = scratch + C * band_rows * Wp;
+  const int64_t gy_stride = sv_acc_stride(W);
+  sv_pad_band(x, C, H, W, i0 - top, i1 + cy, left, cx, boundary, band);
+  const T* gp[4];
+  const T* xp[4];
+  for (int64_t i = i0; i < i1; ++i) {
+    // A copy of the gradient row away from the 4 KiB-aliasing addresses of the g rows.
+    for (int64_t c = 0; c < C; ++c)
+      std::memcpy(gy_row + c * gy_stride, gy + c * plane + i * W, sizeof(T) * W);
+    for (int64_t u = 0; u < kh; ++u) {
+      const T* row_base = band + (i - i0 + kh - 1 - u) * Wp;
+      for (int64_t v = 0; v < kw; ++v) {
+        T* out = g + (u * kw + v) * plane + i * W;
+        const int64_t ahead = u * kw + v + FASTDEBLUR_SV_PREFETCH_TAPS;
+        if (ahead < kh * kw) {
+          const char* p = reinterpret_cast<const char*>(g + ahead * plane + i * W);
+          for (int64_t o = 0; o < W * static_cast<int64_t>(sizeof(T)); o += 64)
+            __builtin_prefetch(p + o, 1, 1);
+        }
+        for (int64_t c0 = 0; c0 < C; c0 += 4) {
+          const int64_t cb = std::min<int64_t>(4, C - c0);
+          for (int64_t c = 0; c < cb; ++c) {
+            gp[c] = gy_row + (c0 + c) * gy_stride;
+            xp[c] = row_base + (c0 + c) * band_rows * Wp + (kw - 1 - v);
+          }
+          const bool acc = accumulate || c0 > 0;
+          switch (cb) {
+            case 4: sv_dot_rows<T, 4>(gp, xp, out, W, acc); break;
+            case 3: sv_dot_rows<T, 3>(gp, xp, out, W, acc); break;
+            case 2: sv_dot_rows<T, 2>(gp, xp, out, W, acc); break;
+            default: sv_dot_rows<T, 1>(gp, xp, out, W, acc); break;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastdeblur
