@@ -69,35 +69,54 @@ inline int64_t extended_rows(int64_t kh) { return kh + 2 * (kRows - 1); }
 // Only z rows in [zr0, zr1) are read (the others are zero by the caller's construction);
 // z rows must have round_up(ow, V) + kw - 1 readable, finite columns, out rows
 // round_up(ow, V) writable columns. kext is the kernel in the extended_rows layout.
+// SIMD vector of 32 bytes (an AVX register) through the GCC/Clang vector extension, so the
+// register block below stays in registers whatever the auto-vectoriser decides.
+template <typename T>
+struct Simd {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int lanes = static_cast<int>(32 / sizeof(T));
+  static type load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static type splat(T s) { return type{} + s; }  // scalar operands broadcast
+};
+
 template <typename T>
 inline void correlate_accumulate(const T* z, int64_t zs, int64_t zr0, int64_t zr1,
                                  const T* kext, int64_t kh, int64_t kw, T* out, int64_t os,
                                  int64_t oh, int64_t ow) {
+  using S = Simd<T>;
+  using vec = typename S::type;
   constexpr int V = vec_width<T>();
+  constexpr int L = S::lanes;
+  static_assert(V == 2 * L, "register block is two SIMD vectors wide");
   for (int64_t i = 0; i < oh; i += kRows) {
     const int64_t rows = std::min<int64_t>(kRows, oh - i);
     const int64_t r_lo = std::max(i, zr0);
     const int64_t r_hi = std::min(i + rows - 1 + kh, zr1);
     for (int64_t j = 0; j < ow; j += V) {
-      T acc[kRows][V];
-      for (int rr = 0; rr < kRows; ++rr)
-        for (int t = 0; t < V; ++t) acc[rr][t] = T(0);
+      vec acc[kRows][2];
+      for (int rr = 0; rr < kRows; ++rr) acc[rr][0] = acc[rr][1] = S::splat(T(0));
       for (int64_t r = r_lo; r < r_hi; ++r) {
         const T* zrow = z + r * zs + j;
         // Block row rr uses kernel row u = r - i - rr, stored at u + kRows - 1.
         const T* krow = kext + (r - i + kRows - 1) * kw;
         for (int64_t v = 0; v < kw; ++v) {
-          T zv[V];
-          for (int t = 0; t < V; ++t) zv[t] = zrow[v + t];
+          const vec z0 = S::load(zrow + v), z1 = S::load(zrow + v + L);
           for (int rr = 0; rr < kRows; ++rr) {
-            const T kval = krow[v - rr * kw];
-            for (int t = 0; t < V; ++t) acc[rr][t] += kval * zv[t];
+            const T kv = krow[v - rr * kw];
+            acc[rr][0] += kv * z0;
+            acc[rr][1] += kv * z1;
           }
         }
       }
       for (int64_t rr = 0; rr < rows; ++rr) {
         T* orow = out + (i + rr) * os + j;
-        for (int t = 0; t < V; ++t) orow[t] += acc[rr][t];
+        S::store(orow, S::load(orow) + acc[rr][0]);
+        S::store(orow + L, S::load(orow + L) + acc[rr][1]);
       }
     }
   }
