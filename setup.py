@@ -26,7 +26,9 @@ def _want_cuda() -> bool:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME
 
-    nvcc = shutil.which("nvcc") or (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")))
+    nvcc = shutil.which("nvcc") or (
+        CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    )
     return bool(torch.version.cuda) and bool(nvcc)
 
 
@@ -43,7 +45,9 @@ def _extensions() -> tuple[list, dict]:
     include_dirs = [os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")]
     cxx_flags = ["-O3", "-std=c++17", "-fvisibility=hidden"]
     if sys.platform.startswith("linux"):
-        cxx_flags += ["-fopenmp", "-ffp-contract=fast"]
+        # -fno-trapping-math (as torch itself is built) lets GCC if-convert float compares,
+        # which the vectorised exp of the GRNN kernel needs.
+        cxx_flags += ["-fopenmp", "-ffp-contract=fast", "-fno-trapping-math"]
         if os.environ.get("FASTDEBLUR_NATIVE_ARCH") == "1":
             cxx_flags.append("-march=native")
         else:
@@ -67,13 +71,19 @@ def _extensions() -> tuple[list, dict]:
         ]
         extra["cxx"] = cxx_flags + ["-DWITH_CUDA"]
         ext = CUDAExtension(
-            "fastdeblur._C", sources, include_dirs=include_dirs,
-            extra_compile_args=extra, extra_link_args=ldflags,
+            "fastdeblur._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args=extra,
+            extra_link_args=ldflags,
         )
     else:
         ext = CppExtension(
-            "fastdeblur._C", sources, include_dirs=include_dirs,
-            extra_compile_args=extra, extra_link_args=ldflags,
+            "fastdeblur._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args=extra,
+            extra_link_args=ldflags,
         )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 

@@ -20,8 +20,8 @@ BOUNDARIES: tuple[str, ...] = ("reflect", "zero", "replicate", "circular")
 
 # Kernel area (taps) above which the FFT path is faster than the direct one. Measured on a
 # 2-core x86-64 CPU with bench/bench_convolution.py (3x512x512 and 3x1024x1024, fp32): the
-# two paths cross between 11x11 and 15x15 taps; the FFT cost barely depends on the kernel.
-FFT_MIN_TAPS = 13 * 13
+# two paths cross between 13x13 and 21x21 taps; the FFT cost barely depends on the kernel.
+FFT_MIN_TAPS = 15 * 15
 
 
 def check_boundary(boundary: str) -> str:
@@ -164,13 +164,15 @@ def convolve(
         return x.clone()
     xp = pad(x, (kh - 1 - cy, cy, kw - 1 - cx, cx), boundary)
     if method == "direct":
+        # Depthwise conv2d over all B*C planes in channels-last layout: several times faster
+        # on the CPU than a batch of single-channel planes (bench/bench_convolution.py).
         weight = k.flip(-2, -1).unsqueeze(1)  # (Bk, 1, kh, kw); conv2d correlates
-        if k.shape[0] == 1:
-            y = F.conv2d(xp.reshape(B * C, 1, *xp.shape[-2:]), weight)
-        else:
-            weight = weight.repeat_interleave(C, dim=0)  # (B*C, 1, kh, kw)
-            y = F.conv2d(xp.reshape(1, B * C, *xp.shape[-2:]), weight, groups=B * C)
-        return y.reshape(B, C, H, W)
+        weight = weight.expand(B, C, kh, kw).reshape(B * C, 1, kh, kw)
+        planes = xp.reshape(1, B * C, *xp.shape[-2:])
+        if x.device.type == "cpu":
+            planes = planes.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(planes, weight, groups=B * C)
+        return y.reshape(B, C, H, W).contiguous()
     # FFT: linear convolution of the padded image, cropped to the valid part.
     Hp, Wp = xp.shape[-2:]
     fh, fw = _fast_fft_size(Hp + kh - 1), _fast_fft_size(Wp + kw - 1)
