@@ -319,7 +319,8 @@ def test_native_poisoned_outputs():
         from fastdeblur.ops import reference
         from fastdeblur.ops.pc_conv import pc_conv, pc_conv_adjoint
         torch.manual_seed(0)
-        for (H, W, gh, gw, kh, kw) in [(37, 140, 3, 5, 11, 9), (3, 2, 4, 5, 7, 7), (70, 9, 2, 1, 3, 31)]:
+        shapes = [(37, 140, 3, 5, 11, 9), (3, 2, 4, 5, 7, 7), (70, 9, 2, 1, 3, 31)]
+        for (H, W, gh, gw, kh, kw) in shapes:
             for b in ("reflect", "zero", "replicate", "circular"):
                 x = torch.rand(2, 2, H, W, dtype=torch.float64, requires_grad=True)
                 k = torch.rand(2, gh, gw, kh, kw, dtype=torch.float64, requires_grad=True)
