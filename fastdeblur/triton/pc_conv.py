@@ -1,4 +1,4 @@
-"""Triton product-convolution ``y = Σ_i h_i ⋆ (w_i ⊙ x)``, same semantics as ``fastdeblur::pc_conv``.
+"""Triton product-convolution ``y = Σ_i h_i ⋆ (w_i ⊙ x)``; semantics of ``fastdeblur::pc_conv``.
 
 Gather form: each program owns a ``BLOCK_H × BLOCK_W`` block of one image plane and loops
 over the taps; for every tap it reads the source pixel through per-axis tables (boundary map,
@@ -121,7 +121,9 @@ def _pc_adj_padded_kernel(Yin, K, XP, RLO, RW0, RW1, CLO, CW0, CW1, C, H, W, Hp,
         yr = pr - (kh - 1 - u)
         for v in range(kw):
             yc = pc - (kw - 1 - v)
-            valid = ((yr >= 0) & (yr < H) & rmask)[:, None] & ((yc >= 0) & (yc < W) & cmask)[None, :]
+            row_ok = (yr >= 0) & (yr < H) & rmask
+            col_ok = (yc >= 0) & (yc < W) & cmask
+            valid = row_ok[:, None] & col_ok[None, :]
             yv = tl.load(yb + yr[:, None] * W + yc[None, :], mask=valid, other=0.0)
             h = _blend(kb, u * kw + v, a0, a1, c0, c1, wr0, wr1, wc0, wc1, gw, taps)
             acc += h * yv.to(tl.float32)
