@@ -104,6 +104,13 @@ def test_reference_matches_definition(shape, boundary):
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_reference_fft_matches_direct(boundary):
+    for shape in SHAPES:
+        x, k = _inputs(shape)
+        assert_close(reference.pc_conv_fft(x, k, boundary), reference.pc_conv(x, k, boundary))
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("grid", [(1, 1), (3, 4)])
 def test_equal_kernels_is_blur(backend, boundary, grid):
     g = torch.Generator().manual_seed(3)
