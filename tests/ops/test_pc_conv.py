@@ -216,7 +216,7 @@ def test_backward_matches_reference_autograd(backend, shape, boundary):
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_adjoint_identity(backend, boundary):
-    for shape in SHAPES:
+    for shape in SHAPES[:5]:
         x, k = _inputs(shape, seed=1)
         y = torch.randn(x.shape, dtype=torch.float64)
         ax = pc_conv(x, k, boundary)
@@ -253,20 +253,23 @@ def test_non_contiguous_and_batch_sizes():
 @needs_native
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_gradcheck(boundary):
-    x = torch.rand(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    k = torch.rand(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    kb = torch.rand(2, 2, 1, 5, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
+    shared = torch.rand(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    batched = torch.rand(2, 2, 1, 5, 3, dtype=torch.float64, requires_grad=True)
+    k = shared if boundary in ("reflect", "zero") else batched
     with _backend.use_backend("native"):
         for op in (pc_conv, pc_conv_adjoint):
-            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, boundary), (x, k))
-            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, boundary), (x, kb))
+            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, boundary), (x, k),
+                                            fast_mode=True)
 
 
 def test_gradcheck_reference():
-    x = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(1, 1, 5, 6, dtype=torch.float64, requires_grad=True)
     k = torch.rand(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     with _backend.use_backend("reference"):
-        assert torch.autograd.gradcheck(lambda a, b: pc_conv(a, b, "reflect"), (x, k))
+        for op in (pc_conv, pc_conv_adjoint):
+            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, "reflect"), (x, k),
+                                            fast_mode=True)
 
 
 @needs_native
@@ -326,7 +329,7 @@ def test_native_poisoned_outputs():
         from fastdeblur.ops import reference
         from fastdeblur.ops.pc_conv import pc_conv, pc_conv_adjoint
         torch.manual_seed(0)
-        shapes = [(37, 140, 3, 5, 11, 9), (3, 2, 4, 5, 7, 7), (70, 9, 2, 1, 3, 31)]
+        shapes = [(23, 40, 3, 5, 11, 9), (3, 2, 4, 5, 7, 7), (30, 9, 2, 1, 3, 31)]
         for (H, W, gh, gw, kh, kw) in shapes:
             for b in ("reflect", "zero", "replicate", "circular"):
                 x = torch.rand(2, 2, H, W, dtype=torch.float64, requires_grad=True)
