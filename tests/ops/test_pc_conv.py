@@ -130,8 +130,7 @@ def test_pc_differs_from_pixel_model():
     k[0, 1, 1, 0] = 1.0  # shift on the right
     K = grid_to_pixel_kernels(k, 16, 16)
     y_pixel = torch.zeros_like(x)
-    for q in range(9):
-        u, v = divmod(q, 3)
+    for q in range(9):  # tap q of every pixel: a shifted copy of x weighted per output pixel
         y_pixel += K[q] * fastdeblur.blur(x, torch.eye(9, dtype=torch.float64)[q].reshape(3, 3))
     assert_close(y_pixel, _naive_pixel(x, K))
     assert not torch.allclose(reference.pc_conv(x, k), y_pixel)
