@@ -2,6 +2,7 @@
 (:mod:`fastdeblur.ops.reference`), native CPU/CUDA kernels and a Triton version."""
 
 from fastdeblur.ops.grnn import grnn
+from fastdeblur.ops.pc_conv import grid_to_pixel_kernels, pc_conv, pc_conv_adjoint
 
 __all__ = ["grnn"]
 
@@ -9,3 +10,6 @@ __all__ = ["grnn"]
 from fastdeblur.ops.sv_conv import sv_conv, sv_conv_adjoint
 
 __all__ = ["sv_conv", "sv_conv_adjoint"]
+
+
+__all__ = ["grid_to_pixel_kernels", "grnn", "pc_conv", "pc_conv_adjoint"]
