@@ -29,7 +29,7 @@ import torch
 
 from fastdeblur.convolution import _fast_fft_size, convolve
 from fastdeblur.restore.noise import estimate_noise
-from fastdeblur.restore.shrink import shrink
+from fastdeblur.restore.shrink import shrink_lut
 
 # Floor of the noise level used to set regularisation: 8-bit quantisation alone is
 # 1 / (255 · √12) ≈ 0.0011, and a little regularisation is always needed.
@@ -159,6 +159,16 @@ class Extension:
             e = alpha * e + (1 - alpha) * blurred
         return e
 
+    def fill(self, e: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
+        """Keep the observed pixels of ``e`` and replace the extension by ``blurred`` (the
+        current estimate re-blurred): one EM step for the unobserved data."""
+        if self.periodic:
+            return e
+        out = blurred.clone()
+        window = (..., slice(self.top, self.top + self.H), slice(self.left, self.left + self.W))
+        out[window] = e[window]
+        return out
+
 
 def otf(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Half-spectrum transfer function of a kernel centred at ``(kh // 2, kw // 2)``.
@@ -204,6 +214,7 @@ def wiener(
     noise_sigma: float | torch.Tensor | None = None,
     balance: float | None = None,
     boundary: str = "taper",
+    em_iterations: int = 10,
 ) -> torch.Tensor:
     """Wiener–Hunt deconvolution with a Laplacian prior (one FFT solve).
 
@@ -215,6 +226,8 @@ def wiener(
         psf: Kernel ``(kh, kw)`` or one per image ``(B, kh, kw)``; normalised to sum 1.
         noise_sigma: Noise standard deviation (per image or one number); estimated when None.
         balance: ``ε / σ²``; default :data:`WIENER_BALANCE`.
+        em_iterations: With ``taper``, re-solves after replacing the (unobserved) extension
+            by the re-blurred estimate — EM for the unknown border data.
         boundary: ``taper`` (the scene outside the image is unknown: reflect-pad and
             edge-taper) or ``circular`` (the blur wrapped around the image: solve on it as is).
 
@@ -232,7 +245,12 @@ def wiener(
     gx, gy = gradient_otfs(ext.shape, y)
     e = ext.extend(y, K)
     reg = (gx.abs().square() + gy.abs().square()).square()  # |Laplacian|²
-    X = K.conj() * torch.fft.rfft2(e) / (K.abs().square() + eps * reg)
+    den = K.abs().square() + eps * reg
+    X = K.conj() * torch.fft.rfft2(e) / den
+    for _ in range(0 if ext.periodic else em_iterations):
+        # The extension is unobserved: replace it by the re-blurred estimate and solve again.
+        e = ext.fill(e, torch.fft.irfft2(K * X, s=ext.shape))
+        X = K.conj() * torch.fft.rfft2(e) / den
     x = ext.crop(torch.fft.irfft2(X, s=ext.shape))
     return x[0] if single else x
 
@@ -246,7 +264,7 @@ def hyper_laplacian(
     beta_start: float = HL_BETA_START,
     beta_rate: float = HL_BETA_RATE,
     beta_max: float = HL_BETA_MAX,
-    inner_iterations: int = 1,
+    inner_iterations: int = 2,
     boundary: str = "taper",
 ) -> torch.Tensor:
     """Hyper-Laplacian deconvolution (Krishnan & Fergus 2009) by half-quadratic splitting.
@@ -299,10 +317,14 @@ def hyper_laplacian(
         den = data_den + beta * reg
         for _ in range(inner_iterations):
             dx, dy = _difference(x)
-            wx = shrink(dx, beta, alpha)
-            wy = shrink(dy, beta, alpha)
+            wx = shrink_lut(dx, beta, alpha)
+            wy = shrink_lut(dy, beta, alpha)
             num = data_num + beta * (gx.conj() * torch.fft.rfft2(wx) + gy.conj() * torch.fft.rfft2(wy))
-            x = torch.fft.irfft2(num / den, s=ext.shape)
+            X = num / den
+            x = torch.fft.irfft2(X, s=ext.shape)
+            if not ext.periodic:
+                e = ext.fill(e, torch.fft.irfft2(K * X, s=ext.shape))
+                data_num = lam_t * K.conj() * torch.fft.rfft2(e)
         beta *= beta_rate
     x = ext.crop(x)
     return x[0] if single else x
