@@ -117,7 +117,7 @@ def test_shrink_matches_brute_force(alpha: float, beta: float) -> None:
 def test_shrink_lut_matches_exact(alpha: float) -> None:
     inside = torch.cat([torch.randn(5000, dtype=torch.float64) * 0.3, torch.zeros(1)])
     outside = torch.tensor([-3.0, 2.5], dtype=torch.float64)  # beyond the table: slope 1
-    for v, tol in ((inside.clamp(-2, 2), 1e-6), (outside, 1e-2)):
+    for v, tol in ((inside.clamp(-2, 2), 1e-4), (outside, 1e-2)):
         for beta in (2.8, 64.0):
             exact = shrink(v, beta, alpha)
             lut = shrink_lut(v, beta, alpha)
@@ -248,6 +248,7 @@ def _field() -> torch.Tensor:
 @pytest.mark.parametrize("solver", ["wiener", "rl", "hyperlaplacian"])
 def test_spatially_varying_solvers_improve_psnr(solver: str) -> None:
     from fastdeblur.ops.pc_conv import pc_conv
+
     from fastdeblur.restore import varying
 
     x = sharp_image(1, 48)

@@ -157,7 +157,7 @@ def deblur_with_details(
         kh, kw = k.shape
         if tile is None and H * W > AUTO_TILE_PIXELS:
             tile = AUTO_TILE
-        if tile is not None and (H > tile or W > tile):
+        if tile is not None and (tile < H or tile < W):
             reach = max(kh, kw)
             ov = overlap if overlap is not None else min(max(4 * reach, 64), tile // 2)
             out = tiled(lambda t: _deconvolve_uniform(t, k, chosen, sigma), y, tile, ov,

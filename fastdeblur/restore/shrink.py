@@ -36,7 +36,7 @@ def objective(w: torch.Tensor, v: torch.Tensor, beta: float, alpha: float) -> to
 
 
 def _pick(candidate: torch.Tensor, a: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
-    """``candidate`` (>= 0, finite where valid) or 0, whichever minimises the objective at |v| = a."""
+    """``candidate`` (>= 0, finite where valid) or 0: the lower objective at |v| = a."""
     valid = torch.isfinite(candidate) & (candidate > 0)
     safe = torch.where(valid, candidate, torch.zeros_like(candidate))
     better = valid & (objective(safe, a, beta, alpha) < 0.5 * beta * a.square())
