@@ -88,10 +88,73 @@ def _estimate_kernel(x: torch.Tensor) -> tuple[torch.Tensor, Any]:
             "deblurring without a kernel needs blur estimation (fastdeblur.estimate), which "
             "is not available in this installation; pass kernel=... (or --kernel FILE)"
         ) from exc
-    from fastdeblur.estimate import kernel_from_estimate
-
     est = estimate(x[0].cpu())
-    return kernel_from_estimate(est, x.shape[-2], x.shape[-1]), est
+    return kernel_from_estimate(est), est
+
+
+# The blur map "agrees" when this share of the textured patches has the image's blur type
+# and their main parameter varies by less than MAP_AGREE_SPREAD (interquartile range over
+# median); otherwise a MAP_GRID grid of kernels is built from the patches in each cell.
+# Provisional thresholds, to be set by the blind benchmark in bench/eval_deblur.py.
+MAP_AGREE_SHARE = 0.8
+MAP_AGREE_SPREAD = 0.25
+MAP_GRID = (3, 3)
+_MAIN_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
+_TYPES = ("gaussian", "motion", "defocus")
+
+
+def _centre_pad(k: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    top, left = (kh - k.shape[0]) // 2, (kw - k.shape[1]) // 2
+    return torch.nn.functional.pad(k, (left, kw - k.shape[1] - left, top, kh - k.shape[0] - top))
+
+
+def kernel_from_estimate(est: Any) -> torch.Tensor:
+    """One kernel ``(kh, kw)`` when the blur map agrees across the image, else a grid of
+    kernels ``(gh, gw, kh, kw)`` (product-convolution model), from a ``BlurEstimate``."""
+    from fastdeblur import psf
+
+    overall = psf.from_params(est.blur_type, est.params, dtype=torch.float64)
+    blur_map = getattr(est, "map", None)
+    if blur_map is None or not hasattr(blur_map, "blur_type"):
+        return overall
+    types = torch.as_tensor(blur_map.blur_type)
+    textured = torch.as_tensor(blur_map.textured).bool() & (types >= 0)
+    if int(textured.sum()) < 4:
+        return overall
+    same = types[textured] == _TYPES.index(est.blur_type)
+    main = torch.as_tensor(blur_map.params[_MAIN_PARAM[est.blur_type]])[textured][same]
+    main = main[torch.isfinite(main)].double()
+    if float(same.double().mean()) >= MAP_AGREE_SHARE and main.numel() >= 2:
+        q1, q2, q3 = torch.quantile(main, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        if float(q3 - q1) <= MAP_AGREE_SPREAD * max(float(q2), 1e-6):
+            return overall
+    H, W = blur_map.image_size
+    gh, gw = MAP_GRID
+    centres = torch.as_tensor(blur_map.corners).double() + blur_map.patch_size / 2
+    cell_r = (centres[:, 0] * gh / H).long().clamp(0, gh - 1)
+    cell_c = (centres[:, 1] * gw / W).long().clamp(0, gw - 1)
+    kernels = []
+    for a in range(gh):
+        for b in range(gw):
+            sel = textured & (cell_r == a) & (cell_c == b)
+            kernel = overall
+            if int(sel.sum()) > 0:
+                kind = int(torch.mode(types[sel]).values)
+                name = _TYPES[kind]
+                mine = sel & (types == kind)
+                params = {}
+                for key in {"gaussian": ("sigma",), "motion": ("length", "angle"),
+                            "defocus": ("radius",)}[name]:
+                    values = torch.as_tensor(blur_map.params[key])[mine].double()
+                    values = values[torch.isfinite(values)]
+                    params[key] = float(values.median()) if values.numel() else None
+                if all(v is not None for v in params.values()):
+                    kernel = psf.from_params(name, params, dtype=torch.float64)
+            kernels.append(kernel)
+    kh = max(k.shape[0] for k in kernels)
+    kw = max(k.shape[1] for k in kernels)
+    grid = torch.stack([_centre_pad(k, kh, kw) for k in kernels])
+    return grid.reshape(gh, gw, kh, kw)
 
 
 def _deconvolve_uniform(y: torch.Tensor, k: torch.Tensor, method: str,
