@@ -282,3 +282,13 @@ def test_module_constants_are_sane() -> None:
 
     assert uniform.MIN_NOISE_SIGMA > 0 and uniform.HL_BETA_RATE > 1
     assert math.isclose(uniform.HL_BETA_RATE, 2 * math.sqrt(2))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["wiener", "rl", "hyperlaplacian"])
+def test_cuda_matches_cpu(method: str, problem: dict) -> None:
+    y, k = problem["y"][0], problem["k"]
+    cpu = deblur(y, method=method, kernel=k, device="cpu")
+    gpu = deblur(y.cuda(), method=method, kernel=k, device="cuda")
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=2e-3)
