@@ -151,11 +151,11 @@ def nonblind_rows(cases: list[dict], extra: bool = False) -> tuple[list[dict], d
 
 def blind_rows(cases: list[dict]) -> list[dict] | None:
     """Blind deblurring (estimate the blur, then deconvolve) once estimation exists."""
-    try:
-        from fastdeblur import estimate  # noqa: F401
-    except ImportError:
+    from fastdeblur.restore.pipeline import estimation_available
+
+    if not estimation_available():
         return None
-    from fastdeblur import deblur
+    from fastdeblur.restore.pipeline import deblur
 
     rows = []
     for c in cases:
@@ -225,9 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         "settings": settings,
         "summary": summarise(rows),
         "nonblind": rows,
-        "blind": blind_rows(cases),
+        "blind": None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    report["blind"] = blind_rows(cases)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {args.out}")

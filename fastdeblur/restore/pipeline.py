@@ -79,6 +79,15 @@ def _as_kernel(kernel: torch.Tensor | np.ndarray, device: torch.device) -> torch
     return k.to(device=device, dtype=torch.float32)
 
 
+def estimation_available() -> bool:
+    """Whether blind blur estimation (``fastdeblur.estimate.estimate``) is installed."""
+    try:
+        from fastdeblur.estimate import estimate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _estimate_kernel(x: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """Estimate the blur of a ``(1, C, H, W)`` image: a kernel or a grid of kernels."""
     try:
