@@ -112,3 +112,12 @@ def test_image_kernel_file_and_bad_options(tmp_path: Path) -> None:
                           "--tile")
     result = invoke("deblur", tmp_path / "nope.png", "--kernel", tmp_path / "k.png")
     assert_one_line_error(result, "nope.png")
+
+
+def test_without_kernel_needs_estimation(tmp_path: Path) -> None:
+    from fastdeblur.restore.pipeline import estimation_available
+
+    if estimation_available():
+        pytest.skip("blur estimation is installed")
+    src = _image(tmp_path / "a.png")
+    assert_one_line_error(invoke("deblur", src), "kernel")

@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Remove the blur from images, with a given or an estimated kernel."""
         from fastdeblur import io
-        from fastdeblur.restore.pipeline import deblur_with_details
+        from fastdeblur.restore.pipeline import deblur_with_details, estimation_available
 
         if tile is not None and tile < 16:
             raise CLIError(f"--tile must be at least 16; got {tile}")
@@ -115,6 +115,9 @@ def register(app: typer.Typer) -> None:
         if save_kernel is not None and save_kernel.suffix.lower() != ".npy":
             raise CLIError(f"{save_kernel}: --save-kernel writes .npy")
         psf = io.read_kernel(kernel) if kernel is not None else None
+        if psf is None and not estimation_available():
+            raise CLIError("no --kernel given and blur estimation is not available in this "
+                           "installation; pass --kernel FILE")
         if save_map is not None and psf is not None:
             raise CLIError("--save-map needs an estimated blur (it does not apply with --kernel)")
         images = io.list_images(inputs)
