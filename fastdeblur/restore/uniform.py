@@ -264,7 +264,7 @@ def hyper_laplacian(
     beta_start: float = HL_BETA_START,
     beta_rate: float = HL_BETA_RATE,
     beta_max: float = HL_BETA_MAX,
-    inner_iterations: int = 2,
+    inner_iterations: int | None = None,
     boundary: str = "taper",
 ) -> torch.Tensor:
     """Hyper-Laplacian deconvolution (Krishnan & Fergus 2009) by half-quadratic splitting.
@@ -283,7 +283,9 @@ def hyper_laplacian(
         beta_start: First β.
         beta_rate: Factor between successive β.
         beta_max: β stops below this value.
-        inner_iterations: Iterations per β (>= 1).
+        inner_iterations: Iterations per β (>= 1); default 1 for ``circular`` (Krishnan &
+            Fergus; more over-smooths: −0.4 dB on the Levin images) and 2 for ``taper``, where
+            each iteration also refines the unobserved border data (+2 dB near borders).
         boundary: ``taper`` (the scene outside the image is unknown: reflect-pad and
             edge-taper) or ``circular`` (the blur wrapped around the image: solve on it as is).
 
@@ -294,6 +296,8 @@ def hyper_laplacian(
     k = as_psf(psf, y.shape[0], y)
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha must be in (0, 1]; got {alpha}")
+    if inner_iterations is None:
+        inner_iterations = 1 if boundary == "circular" else 2
     if beta_rate <= 1 or beta_start <= 0 or inner_iterations < 1:
         raise ValueError("need beta_start > 0, beta_rate > 1 and inner_iterations >= 1")
     if y.numel() == 0:
