@@ -2,11 +2,13 @@
 
 What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
 
-- With a kernel: hyper-Laplacian deconvolution (α = 2/3) — on the Levin benchmark it has the
-  best PSNR of the library's methods and beats scikit-image's ``wiener`` (oracle ``balance``),
-  ``richardson_lucy`` and ``unsupervised_wiener`` on every image, without and with noise, and
-  it runs in about the time of a few FFTs. A kernel *field* (a grid of kernels) gets the
-  spatially-varying hyper-Laplacian solver.
+- With a kernel: hyper-Laplacian deconvolution (α = 2/3). On the 32 Levin images with the
+  true kernel it has the best mean PSNR of the library's methods (42.1 dB noise-free, 31.6 dB
+  at σ = 0.01), beats scikit-image's ``richardson_lucy`` on every image and its
+  ``unsupervised_wiener`` on every noise-free image, and its ``wiener`` with the best
+  ``balance`` chosen in hindsight on 29/32 noise-free and 12/32 noisy images (it loses by up
+  to 0.5 and 1.0 dB there); 1.4 s for a 1024×768 RGB image on 2 CPU cores.
+  A kernel *field* (a grid of kernels) gets the spatially-varying hyper-Laplacian solver.
 - Without a kernel: the blur is estimated (``fastdeblur.estimate``) and deconvolved the same
   way: one kernel when the blur map agrees across the image, a grid of kernels when it does not.
 
@@ -171,10 +173,7 @@ def _deconvolve_uniform(y: torch.Tensor, k: torch.Tensor, method: str,
     if method == "wiener":
         return uniform.wiener(y, k, noise_sigma=noise_sigma)
     if method == "rl":
-        # Plain RL fits the noise after a few tens of iterations; damped and TV-regularised it
-        # keeps improving.
-        return uniform.richardson_lucy(y, k, iterations=30, noise_sigma=noise_sigma,
-                                       damping=1.0, tv=0.002)
+        return uniform.richardson_lucy(y, k, noise_sigma=noise_sigma)
     return uniform.hyper_laplacian(y, k, noise_sigma=noise_sigma)
 
 

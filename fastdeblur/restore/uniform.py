@@ -338,10 +338,10 @@ def hyper_laplacian(
 def richardson_lucy(
     image: torch.Tensor,
     psf: torch.Tensor,
-    iterations: int = 50,
+    iterations: int = 30,
     noise_sigma: float | torch.Tensor | None = None,
-    damping: float = 0.0,
-    tv: float = 0.0,
+    damping: float = 1.0,
+    tv: float = 0.002,
     accelerate: bool = True,
     boundary: str = "reflect",
     eps: float = 1e-6,
@@ -365,7 +365,10 @@ def richardson_lucy(
         iterations: Number of iterations (>= 0).
         noise_sigma: Noise level for ``damping``; estimated when None.
         damping: Damping threshold in units of σ (0: plain RL).
-        tv: Total-variation weight (0: none; about 0.002 is typical).
+        tv: Total-variation weight (0: none).
+            The defaults (damped, TV 0.002, 30 iterations) were measured on the Levin images:
+            30.1 dB mean at σ = 0.01 against 20.5 dB for plain RL, which fits the noise;
+            noise-free, plain RL reaches 37.8 dB against 33.4 dB.
         accelerate: Use Biggs–Andrews acceleration.
         boundary: Boundary of the blur model.
         eps: Floor of the denominators and of the image.
