@@ -2,5 +2,6 @@
 
 from fastdeblur._version import __version__
 from fastdeblur.convolution import blur
+from fastdeblur.restore.pipeline import deblur
 
-__all__ = ["__version__", "blur"]
+__all__ = ["__version__", "blur", "deblur"]

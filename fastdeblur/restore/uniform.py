@@ -1,0 +1,429 @@
+"""Non-blind deconvolution with one (uniform, shift-invariant) kernel.
+
+Three methods, all batched over ``(B, C)`` and differentiable in the image:
+
+- :func:`wiener` — the Wiener–Hunt filter with a Laplacian (smoothness) prior, one FFT solve.
+- :func:`richardson_lucy` — Richardson–Lucy iterations (optionally damped, accelerated and
+  TV-regularised), positive by construction, with the library's boundary-aware convolution.
+- :func:`hyper_laplacian` — Krishnan & Fergus (2009): a ``|∇x|^α`` prior (α = 2/3 or 1/2)
+  minimised by half-quadratic splitting, alternating an element-wise solve
+  (:func:`fastdeblur.restore.shrink.shrink`) with an FFT solve.
+
+The FFT methods assume a periodic image. So that the image borders do not ring, the blurred
+image is first extended (:func:`extend`): reflected outwards by about a kernel size, then the
+extension is *edge-tapered* — blended, towards the middle of the wrap-around band, into its
+own circular blur — so that the periodic extended image is consistent with a circular
+convolution and nothing is discontinuous where the period wraps. The result is cropped back.
+
+The regularisation weights follow the noise level: ``noise_sigma`` if given, else estimated
+from the blurred image (:func:`fastdeblur.restore.noise.estimate_noise`), never below
+:data:`MIN_NOISE_SIGMA`. The constants below were chosen by measurement on the Levin et al.
+benchmark (``bench/eval_deblur.py``; results in ``bench/results/deblur.json``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fastdeblur.convolution import _fast_fft_size, convolve
+from fastdeblur.restore.noise import estimate_noise
+from fastdeblur.restore.shrink import shrink_lut
+
+# Floor of the noise level used to set regularisation: 8-bit quantisation alone is
+# 1 / (255 · √12) ≈ 0.0011, and a little regularisation is always needed.
+MIN_NOISE_SIGMA = 1e-3
+# Wiener–Hunt: weight of the Laplacian prior = WIENER_BALANCE · σ². (A Laplacian prior beat a
+# gradient prior by 0.2–0.4 dB at the best weight of each, on images outside the benchmark.)
+WIENER_BALANCE = 50.0
+# Hyper-Laplacian: data weight λ = HL_LAMBDA_SCALE / σ² (Krishnan & Fergus: λ = 2000 at σ = 0.01).
+HL_LAMBDA_SCALE = 0.3
+HL_BETA_START = 1.0
+HL_BETA_RATE = 2.0 * math.sqrt(2.0)
+HL_BETA_MAX = 256.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def as_batch(image: torch.Tensor, name: str = "image") -> tuple[torch.Tensor, bool]:
+    """``(C, H, W)`` or ``(B, C, H, W)`` float tensor -> ``(B, C, H, W)`` and whether it was 3-D."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(image).__name__}")
+    if image.ndim not in (3, 4):
+        raise ValueError(f"{name} must be (C, H, W) or (B, C, H, W); got {tuple(image.shape)}")
+    if not image.is_floating_point():
+        raise ValueError(f"{name} must be floating point in [0, 1]; got {image.dtype}")
+    return (image.unsqueeze(0) if image.ndim == 3 else image), image.ndim == 3
+
+
+def as_psf(psf: torch.Tensor, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """Validate and normalise a kernel: ``(kh, kw)`` or ``(B, kh, kw)`` -> ``(B or 1, kh, kw)``
+    summing to 1, dtype and device of ``like``."""
+    if not isinstance(psf, torch.Tensor):
+        raise TypeError(f"psf must be a torch.Tensor; got {type(psf).__name__}")
+    k = psf.unsqueeze(0) if psf.ndim == 2 else psf
+    if k.ndim != 3 or k.shape[0] not in (1, batch) or min(k.shape[-2:]) < 1:
+        raise ValueError(
+            f"psf must be a non-empty (kh, kw) or (B, kh, kw) kernel with B = {batch}; "
+            f"got shape {tuple(psf.shape)}"
+        )
+    k = k.to(device=like.device, dtype=like.dtype)
+    if not bool(torch.isfinite(k).all()):
+        raise ValueError("psf contains NaN or infinite values")
+    total = k.sum(dim=(-2, -1), keepdim=True)
+    if bool((total <= 0).any()):
+        raise ValueError("psf must have a positive sum")
+    return k / total
+
+
+def noise_level(y: torch.Tensor, noise_sigma: float | torch.Tensor | None) -> torch.Tensor:
+    """Per-image noise level ``(B, 1, 1, 1)`` used for regularisation (estimated when None)."""
+    B = y.shape[0]
+    if noise_sigma is None:
+        sigma = estimate_noise(y.detach()) if B > 0 else y.new_zeros(0)
+    else:
+        sigma = torch.as_tensor(noise_sigma, dtype=torch.float64).flatten()
+        if sigma.numel() not in (1, B) or not bool(torch.isfinite(sigma).all()) or bool(
+            (sigma < 0).any()
+        ):
+            raise ValueError(
+                f"noise_sigma must be a finite number >= 0 (or one per image); got {noise_sigma}"
+            )
+        sigma = sigma.expand(B)
+    return sigma.clamp_min(MIN_NOISE_SIGMA).to(device=y.device, dtype=y.dtype).view(B, 1, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Periodic extension and Fourier transforms of the operators
+
+
+class Extension:
+    """Geometry of the padded, edge-tapered periodic domain of an ``H × W`` image.
+
+    Attributes:
+        top, left: Where the image starts inside the extended domain.
+        shape: ``(FH, FW)`` extended size (fast FFT sizes).
+    """
+
+    def __init__(self, H: int, W: int, kh: int, kw: int, boundary: str = "taper") -> None:
+        if boundary not in ("taper", "circular"):
+            raise ValueError(f"boundary must be 'taper' or 'circular'; got {boundary!r}")
+        self.H, self.W = H, W
+        self.periodic = boundary == "circular"
+        if self.periodic:
+            # The blur already wrapped around: solve on the image itself.
+            self.top = self.left = 0
+            self.shape = (H, W)
+            return
+        # About one kernel size on each side: enough for the blur to reach across and for the
+        # taper to be smooth.
+        FH = _fast_fft_size(H + 2 * max(kh, 4))
+        FW = _fast_fft_size(W + 2 * max(kw, 4))
+        self.top = (FH - H) // 2
+        self.left = (FW - W) // 2
+        self.shape = (FH, FW)
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.top : self.top + self.H, self.left : self.left + self.W]
+
+    @staticmethod
+    def _ramp(n: int, start: int, size: int, like: torch.Tensor) -> torch.Tensor:
+        """1 on the image, falling as cos² to 0 in the middle of the wrap-around band."""
+        band = n - size
+        idx = torch.arange(n, device=like.device, dtype=like.dtype)
+        # distance from the image (0 on it), going either way round the circle
+        after = idx - (start + size - 1)
+        before = start - idx
+        dist = torch.where(after > 0, after, torch.where(before > 0, before, torch.zeros_like(idx)))
+        dist = torch.minimum(dist, (band + 1 - dist).clamp_min(0))
+        t = (dist / ((band + 1) / 2.0)).clamp(0, 1)
+        return torch.cos(0.5 * math.pi * t).square()
+
+    def extend(self, y: torch.Tensor, K: torch.Tensor, passes: int = 2) -> torch.Tensor:
+        """Reflect-pad ``y`` to the extended domain and edge-taper it against the OTF ``K``."""
+        from fastdeblur.convolution import pad
+
+        if self.periodic:
+            return y
+        FH, FW = self.shape
+        widths = (self.top, FH - self.H - self.top, self.left, FW - self.W - self.left)
+        e = pad(y, widths, "reflect")
+        wy = self._ramp(FH, self.top, self.H, e)
+        wx = self._ramp(FW, self.left, self.W, e)
+        alpha = wy[:, None] * wx[None, :]
+        for _ in range(passes):
+            blurred = torch.fft.irfft2(torch.fft.rfft2(e) * K, s=(FH, FW))
+            e = alpha * e + (1 - alpha) * blurred
+        return e
+
+    def fill(self, e: torch.Tensor, blurred: torch.Tensor) -> torch.Tensor:
+        """Keep the observed pixels of ``e`` and replace the extension by ``blurred`` (the
+        current estimate re-blurred): one EM step for the unobserved data."""
+        if self.periodic:
+            return e
+        out = blurred.clone()
+        window = (..., slice(self.top, self.top + self.H), slice(self.left, self.left + self.W))
+        out[window] = e[window]
+        return out
+
+
+def otf(psf: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Half-spectrum transfer function of a kernel centred at ``(kh // 2, kw // 2)``.
+
+    Args:
+        psf: ``(Bk, kh, kw)``.
+        shape: ``(FH, FW)`` periodic domain, at least the kernel size.
+
+    Returns:
+        ``(Bk, 1, FH, FW // 2 + 1)`` complex.
+    """
+    Bk, kh, kw = psf.shape
+    FH, FW = shape
+    big = psf.new_zeros(Bk, FH, FW)
+    big[:, :kh, :kw] = psf
+    big = torch.roll(big, shifts=(-(kh // 2), -(kw // 2)), dims=(-2, -1))
+    return torch.fft.rfft2(big).unsqueeze(1)
+
+
+def gradient_otfs(shape: tuple[int, int], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transfer functions of the circular backward differences ``x − roll(x, 1)`` along
+    columns (horizontal) and rows (vertical): ``(1, 1, 1, FW//2+1)`` and ``(1, 1, FH, 1)``."""
+    FH, FW = shape
+    real = like.dtype
+    wx = 2 * math.pi * torch.fft.rfftfreq(FW, device=like.device, dtype=real)
+    wy = 2 * math.pi * torch.fft.fftfreq(FH, device=like.device, dtype=real)
+    gx = torch.complex(1 - torch.cos(wx), torch.sin(wx)).view(1, 1, 1, -1)
+    gy = torch.complex(1 - torch.cos(wy), torch.sin(wy)).view(1, 1, -1, 1)
+    return gx, gy
+
+
+def _difference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x - torch.roll(x, 1, dims=-1), x - torch.roll(x, 1, dims=-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods
+
+
+def wiener(
+    image: torch.Tensor,
+    psf: torch.Tensor,
+    noise_sigma: float | torch.Tensor | None = None,
+    balance: float | None = None,
+    boundary: str = "taper",
+    em_iterations: int = 10,
+) -> torch.Tensor:
+    """Wiener–Hunt deconvolution with a Laplacian prior (one FFT solve).
+
+    ``x = F⁻¹[ K̄ Y / (|K|² + ε |L|²) ]`` with ``L`` the 5-point Laplacian, on the edge-tapered
+    periodic extension, cropped; ``ε = balance · σ²``.
+
+    Args:
+        image: Blurred images ``(B, C, H, W)`` or ``(C, H, W)``, float.
+        psf: Kernel ``(kh, kw)`` or one per image ``(B, kh, kw)``; normalised to sum 1.
+        noise_sigma: Noise standard deviation (per image or one number); estimated when None.
+        balance: ``ε / σ²``; default :data:`WIENER_BALANCE`.
+        em_iterations: With ``taper``, re-solves after replacing the (unobserved) extension
+            by the re-blurred estimate — EM for the unknown border data.
+        boundary: ``taper`` (the scene outside the image is unknown: reflect-pad and
+            edge-taper) or ``circular`` (the blur wrapped around the image: solve on it as is).
+
+    Returns:
+        Deconvolved images shaped like ``image`` (not clipped).
+    """
+    y, single = as_batch(image)
+    k = as_psf(psf, y.shape[0], y)
+    if y.numel() == 0:
+        return image.clone()
+    sigma = noise_level(y, noise_sigma)
+    eps = (WIENER_BALANCE if balance is None else float(balance)) * sigma.square()
+    ext = Extension(y.shape[-2], y.shape[-1], *k.shape[-2:], boundary)
+    K = otf(k, ext.shape)
+    gx, gy = gradient_otfs(ext.shape, y)
+    e = ext.extend(y, K)
+    reg = (gx.abs().square() + gy.abs().square()).square()  # |Laplacian|²
+    den = K.abs().square() + eps * reg
+    X = K.conj() * torch.fft.rfft2(e) / den
+    for _ in range(0 if ext.periodic else em_iterations):
+        # The extension is unobserved: replace it by the re-blurred estimate and solve again.
+        e = ext.fill(e, torch.fft.irfft2(K * X, s=ext.shape))
+        X = K.conj() * torch.fft.rfft2(e) / den
+    x = ext.crop(torch.fft.irfft2(X, s=ext.shape))
+    return x[0] if single else x
+
+
+def hyper_laplacian(
+    image: torch.Tensor,
+    psf: torch.Tensor,
+    alpha: float = 2.0 / 3.0,
+    noise_sigma: float | torch.Tensor | None = None,
+    lam: float | None = None,
+    beta_start: float = HL_BETA_START,
+    beta_rate: float = HL_BETA_RATE,
+    beta_max: float = HL_BETA_MAX,
+    inner_iterations: int | None = None,
+    boundary: str = "taper",
+) -> torch.Tensor:
+    """Hyper-Laplacian deconvolution (Krishnan & Fergus 2009) by half-quadratic splitting.
+
+    Minimises ``(λ/2) ‖k ∗ x − y‖² + Σ_j |∇_j x|^α`` over the edge-tapered periodic extension:
+    for β = ``beta_start``, ×``beta_rate``, … while β < ``beta_max``, ``inner_iterations``
+    times: ``w_j = shrink(∇_j x, β, α)`` then
+    ``x = F⁻¹[(λ K̄ Y + β Σ_j Ḡ_j W_j) / (λ |K|² + β Σ_j |G_j|²)]``.
+
+    Args:
+        image: Blurred images ``(B, C, H, W)`` or ``(C, H, W)``, float.
+        psf: Kernel ``(kh, kw)`` or ``(B, kh, kw)``; normalised to sum 1.
+        alpha: Prior exponent in (0, 1]; 2/3 and 1/2 use exact closed-form shrinkage.
+        noise_sigma: Noise standard deviation; estimated when None.
+        lam: Data weight λ; default ``HL_LAMBDA_SCALE / σ²``.
+        beta_start: First β.
+        beta_rate: Factor between successive β.
+        beta_max: β stops below this value.
+        inner_iterations: Iterations per β (>= 1); default 1 for ``circular`` (Krishnan &
+            Fergus; more over-smooths: −0.4 dB on the Levin images) and 2 for ``taper``, where
+            each iteration also refines the unobserved border data (+2 dB near borders).
+        boundary: ``taper`` (the scene outside the image is unknown: reflect-pad and
+            edge-taper) or ``circular`` (the blur wrapped around the image: solve on it as is).
+
+    Returns:
+        Deconvolved images shaped like ``image`` (not clipped).
+    """
+    y, single = as_batch(image)
+    k = as_psf(psf, y.shape[0], y)
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must be in (0, 1]; got {alpha}")
+    if inner_iterations is None:
+        inner_iterations = 1 if boundary == "circular" else 2
+    if beta_rate <= 1 or beta_start <= 0 or inner_iterations < 1:
+        raise ValueError("need beta_start > 0, beta_rate > 1 and inner_iterations >= 1")
+    if y.numel() == 0:
+        return image.clone()
+    if lam is None:
+        lam_t = HL_LAMBDA_SCALE / noise_level(y, noise_sigma).square()
+    else:
+        if not lam > 0:
+            raise ValueError(f"lam must be > 0; got {lam}")
+        lam_t = torch.full((y.shape[0], 1, 1, 1), float(lam), dtype=y.dtype, device=y.device)
+    ext = Extension(y.shape[-2], y.shape[-1], *k.shape[-2:], boundary)
+    K = otf(k, ext.shape)
+    gx, gy = gradient_otfs(ext.shape, y)
+    e = ext.extend(y, K)
+    data_num = lam_t * K.conj() * torch.fft.rfft2(e)
+    data_den = lam_t * K.abs().square()
+    reg = gx.abs().square() + gy.abs().square()
+    x = e
+    beta = beta_start
+    while beta < beta_max:
+        den = data_den + beta * reg
+        for _ in range(inner_iterations):
+            dx, dy = _difference(x)
+            wx = shrink_lut(dx, beta, alpha)
+            wy = shrink_lut(dy, beta, alpha)
+            prior = gx.conj() * torch.fft.rfft2(wx) + gy.conj() * torch.fft.rfft2(wy)
+            num = data_num + beta * prior
+            X = num / den
+            x = torch.fft.irfft2(X, s=ext.shape)
+            if not ext.periodic:
+                e = ext.fill(e, torch.fft.irfft2(K * X, s=ext.shape))
+                data_num = lam_t * K.conj() * torch.fft.rfft2(e)
+        beta *= beta_rate
+    x = ext.crop(x)
+    return x[0] if single else x
+
+
+def richardson_lucy(
+    image: torch.Tensor,
+    psf: torch.Tensor,
+    iterations: int = 30,
+    noise_sigma: float | torch.Tensor | None = None,
+    damping: float = 1.0,
+    tv: float = 0.002,
+    accelerate: bool = True,
+    boundary: str = "reflect",
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Richardson–Lucy deconvolution; keeps a non-negative image non-negative.
+
+    ``x ← x · Kᵀ(y / Kx)`` with the library's convolution (``boundary``; ``Kᵀ`` is the
+    convolution with the flipped kernel). Options:
+
+    - ``damping`` > 0 (White 1994, Gaussian form): with ``U = ((y − Kx) / (damping · σ))²``,
+      ``Ū = min(U, 1)``, the ratio becomes ``1 + Ū^{N−1} (N − (N−1) Ū) (y − Kx) / Kx`` (N = 10),
+      so pixels already explained to within the noise stop being fitted.
+    - ``tv`` > 0 (Dey et al. 2006): divide the update by ``1 − tv · div(∇x / |∇x|)``.
+    - ``accelerate`` (Biggs & Andrews 1997): first-order vector extrapolation of the
+      iterates, roughly halving the iterations needed.
+
+    Args:
+        image: Blurred images ``(B, C, H, W)`` or ``(C, H, W)``, float, >= 0.
+        psf: Kernel ``(kh, kw)`` or ``(B, kh, kw)``; negative taps are clipped, then it is
+            normalised to sum 1.
+        iterations: Number of iterations (>= 0).
+        noise_sigma: Noise level for ``damping``; estimated when None.
+        damping: Damping threshold in units of σ (0: plain RL).
+        tv: Total-variation weight (0: none).
+            The defaults (damped, TV 0.002, 30 iterations) were measured on the Levin images:
+            30.1 dB mean at σ = 0.01 against 20.5 dB for plain RL, which fits the noise;
+            noise-free, plain RL reaches 37.8 dB against 33.4 dB.
+        accelerate: Use Biggs–Andrews acceleration.
+        boundary: Boundary of the blur model.
+        eps: Floor of the denominators and of the image.
+
+    Returns:
+        Deconvolved non-negative images shaped like ``image``.
+    """
+    y, single = as_batch(image)
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0; got {iterations}")
+    if damping < 0 or tv < 0:
+        raise ValueError(f"damping and tv must be >= 0; got {damping}, {tv}")
+    k = as_psf(psf.clamp_min(0) if isinstance(psf, torch.Tensor) else psf, y.shape[0], y)
+    if y.numel() == 0:
+        return image.clone()
+    y = y.clamp_min(0)
+    k_adj = k.flip(-2, -1)
+    threshold = damping * noise_level(y, noise_sigma) if damping > 0 else None
+    n_damp = 10
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        kx = convolve(x, k, boundary).clamp_min(eps)
+        if threshold is None:
+            ratio = y / kx
+        else:
+            u = ((y - kx) / threshold).square().clamp_max(1.0)
+            ratio = 1 + u.pow(n_damp - 1) * (n_damp - (n_damp - 1) * u) * (y - kx) / kx
+        update = x * convolve(ratio, k_adj, boundary)
+        if tv > 0:
+            update = update / (1 - tv * _tv_divergence(x)).clamp_min(eps)
+        return update.clamp_min(0)
+
+    x = y.clamp_min(eps)
+    x_old: torch.Tensor | None = None
+    g1: torch.Tensor | None = None  # last change made by a step
+    g2: torch.Tensor | None = None  # the one before
+    for _ in range(iterations):
+        pred = x
+        if accelerate and x_old is not None and g1 is not None and g2 is not None:
+            a = (g1 * g2).sum(dim=(1, 2, 3), keepdim=True) / (
+                g2.square().sum(dim=(1, 2, 3), keepdim=True) + eps**2
+            )
+            pred = (x + a.clamp(0, 1) * (x - x_old)).clamp_min(eps)
+        x_new = step(pred)
+        g2, g1 = g1, x_new - pred
+        x_old, x = x, x_new
+    return x[0] if single else x
+
+
+def _tv_divergence(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """``div(∇x / |∇x|)`` with forward differences and replicated edges."""
+    dx = torch.diff(x, dim=-1, append=x[..., -1:])
+    dy = torch.diff(x, dim=-2, append=x[..., -1:, :])
+    norm = torch.sqrt(dx.square() + dy.square() + eps**2)
+    nx, ny = dx / norm, dy / norm
+    div_x = nx - torch.cat([nx[..., :1] * 0, nx[..., :-1]], dim=-1)
+    div_y = ny - torch.cat([ny[..., :1, :] * 0, ny[..., :-1, :]], dim=-2)
+    return div_x + div_y
