@@ -175,15 +175,20 @@ def corruption_error(errors: Mapping[str, Sequence[float]],
 @contextlib.contextmanager
 def _eval_mode(model: Callable) -> Iterator[None]:
     """Put an ``nn.Module`` in eval mode for the duration, restoring its mode after."""
-    if isinstance(model, nn.Module):
-        was_training = model.training
-        model.eval()
-        try:
-            yield
-        finally:
-            model.train(was_training)
-    else:
+    if not isinstance(model, nn.Module):
         yield
+        return
+    was_training = model.training
+    try:
+        model.eval()
+    except NotImplementedError:
+        # exported programs (torch.export) fix their mode when exported and refuse eval()
+        yield
+        return
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _model_device(model: Callable) -> torch.device:
@@ -197,7 +202,15 @@ def _model_device(model: Callable) -> torch.device:
 
 def _predict(model: Callable, x: torch.Tensor) -> torch.Tensor:
     """Predicted labels ``(B,)`` from logits ``(B, K)`` or labels ``(B,)``."""
-    out = model(x)
+    try:
+        out = model(x)
+    except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
+        # TorchScript puts the cause on the last line of a long message; an exported program
+        # with a fixed batch size fails a guard (AssertionError)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = lines[-1] if lines else type(exc).__name__
+        raise RuntimeError(f"model failed on images of shape {tuple(x.shape)}: {cause}"
+                           ) from exc
     if isinstance(out, tuple | list):
         out = out[0]
     if not isinstance(out, torch.Tensor):
@@ -512,10 +525,7 @@ def _minimal_blur_batch(model: Callable, images: torch.Tensor, labels: torch.Ten
     dev = torch.device(device) if device is not None else _model_device(model)
     images = images.to(dev)
     with _eval_mode(model), torch.no_grad():
-        if labels is None:
-            targets = _predict(model, images)
-        else:
-            targets = labels.to(dev)
+        targets = _predict(model, images) if labels is None else labels.to(dev)
         return _bisect(model, images, targets, blur_type, limit, float(tol), seed, boundary,
                        deblur)
 
