@@ -13,6 +13,16 @@ from fastdeblur.robustness import batch_psf
 from fastdeblur.robustness.augment import blur_at_strengths
 from tests._tol import assert_close
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids the thread-pool overhead, large on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 UNIFORM = [
     lambda **kw: augment.RandomGaussianBlur(**kw),
     lambda **kw: augment.RandomMotionBlur(**kw),

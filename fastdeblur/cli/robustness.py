@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,10 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> torch.nn.Modul
             raise CLIError(f"--model: cannot load {path} as an exported program (.pt2): "
                            f"{one_line(exc)}") from None
     try:
-        return torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.export, but models exist as .pt
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location=device)
     except Exception as exc:
         raise CLIError(f"--model: cannot load {path} as a TorchScript model (save it with "
                        f"torch.jit.save, or torch.export.save as .pt2): {one_line(exc)}"
