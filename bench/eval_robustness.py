@@ -16,7 +16,7 @@ Three curves of accuracy versus strength, for Gaussian, motion and defocus blur:
 Writes ``bench/results/robustness.json`` and, when matplotlib is installed,
 ``bench/results/robustness.png``. A few CPU minutes::
 
-    PYTHONPATH=. python bench/eval_robustness.py [--steps 800] [--threads 2]
+    PYTHONPATH=. python bench/eval_robustness.py [--steps 2000] [--threads 1] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -124,11 +124,13 @@ def deblur_available() -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep the trained weights here and reuse them on the next run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -146,12 +148,27 @@ def main() -> None:
         RandomDefocusBlur(radius=(0.5, 4.0)),
     ], p=0.5)
     notes: list[str] = []
-    print("training plain", flush=True)
-    plain, plain_s = train(train_images, args.steps, None, args.seed)
-    print(f"  {plain_s:.0f} s", flush=True)
-    print("training augmented", flush=True)
-    augmented, aug_s = train(train_images, args.steps, augment, args.seed)
-    print(f"  {aug_s:.0f} s", flush=True)
+    trained = {}
+    for name, aug in (("plain", None), ("augmented", augment)):
+        cached = None if args.cache is None else \
+            args.cache / f"robustness_{name}_{args.steps}_{args.seed}.pt"
+        if cached is not None and cached.is_file():
+            model = PatchClassifier(len(train_images))
+            model.load_state_dict(torch.load(cached))
+            model.eval()
+            state = json.loads(cached.with_suffix(".json").read_text())
+            trained[name] = (model, state["train_seconds"])
+            print(f"loaded {name} from {cached}", flush=True)
+            continue
+        print(f"training {name}", flush=True)
+        model, seconds = train(train_images, args.steps, aug, args.seed)
+        print(f"  {seconds:.0f} s", flush=True)
+        trained[name] = (model, seconds)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), cached)
+            cached.with_suffix(".json").write_text(json.dumps({"train_seconds": seconds}))
+    (plain, plain_s), (augmented, aug_s) = trained["plain"], trained["augmented"]
 
     curves: dict[str, dict] = {}
     print("evaluating", flush=True)

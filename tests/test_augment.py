@@ -195,3 +195,23 @@ def test_camera_shake_per_sample_sizes() -> None:
     x = images(5)
     assert t(x).shape == x.shape
     assert math.isclose(float(t(x).mean()), float(x.mean()), abs_tol=0.02)
+
+
+@pytest.mark.slow  # builds fields of parametric kernels; imports the pc_conv op
+def test_spatially_varying_blur() -> None:
+    pytest.importorskip("fastdeblur.fields")
+    pytest.importorskip("fastdeblur.ops.pc_conv")
+    x = images(3, 1, 24, 28)
+    t = augment.RandomSpatiallyVaryingBlur(strength=(4.0, 9.0), grid=3, seed=0)
+    y = t(x)
+    assert y.shape == x.shape
+    assert t.last_params["strength"].unique().numel() == 3
+    t.reset()
+    assert torch.equal(t(x), y)
+    y0, kernels = blur_at_strengths(x, "spatially_varying", 0.0, grid=3,
+                                    generator=torch.Generator().manual_seed(0))
+    assert kernels is None
+    assert_close(y0, x)
+    grids = t.grid_kernels(t.sample_params(3, torch.Generator().manual_seed(1)), 24, 28)
+    assert grids.shape[:3] == (3, 3, 3) and grids.shape[-1] % 2 == 1
+    torch.testing.assert_close(grids.sum(dim=(-2, -1)), torch.ones(3, 3, 3))

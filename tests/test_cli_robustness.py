@@ -146,3 +146,13 @@ def test_deblur_first_without_deblur(folder: Path, scripted: Path) -> None:
                               "fastdeblur.deblur")
     else:
         pytest.skip("fastdeblur.deblur exists")
+
+
+def test_plot(folder: Path, scripted: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curves.png"
+    result = run("--model", scripted, "--data", folder, "--types", "gaussian,motion",
+                 "--strengths", "0,1,2", "--plot", out)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as im:
+        assert im.size[0] > 100 and im.size[1] > 100

@@ -30,7 +30,7 @@ gaussian          ``sigma`` (px)                     isotropic
 motion            ``length`` (px)                    angle uniform in [0, 180)
 defocus           ``radius`` (px)                    —
 camera_shake      trajectory ``length`` (px)         anxiety uniform in [0, 1]
-spatially_varying the field's ``strength``           field drawn from the built-in ones
+spatially_varying largest blur extent (px)         field type and seed drawn at random
 ================  =================================  =====================================
 
 Strength 0 leaves images unchanged.
@@ -391,84 +391,71 @@ def camera_shake_sizes(length: torch.Tensor) -> torch.Tensor:
 class RandomSpatiallyVaryingBlur(BlurTransform):
     """Spatially-varying blur: a built-in field (:func:`fastdeblur.fields.make_field`) per sample.
 
-    Each sample gets a field drawn from ``fields`` and a strength drawn from ``strength``; the
-    per-pixel kernels ``(B, kh·kw, H, W)`` are applied by :func:`fastdeblur.ops.sv_conv`
-    (per-pixel gather model ``y[p] = Σ_q K[p, q] · x[p − q]``). Fields of one batch are padded
-    to a common kernel side.
+    Each sample gets a field type drawn from ``fields``, a strength drawn from ``strength`` (the
+    largest blur extent over the image, in pixels) and a field seed; the grid kernels are
+    applied by product-convolution (:func:`fastdeblur.ops.pc_conv.pc_conv`,
+    ``y = Σ_i h_i ⋆ (w_i ⊙ x)``), all samples in one call, their kernels zero-padded to the
+    largest side of the batch. Fields are made on the CPU one sample at a time (each is a grid
+    of parametric kernels), so this transform is slower than the uniform ones.
 
     Args:
-        fields: Names of the fields to draw from (default: all built-in ones).
-        strength: Range of the field strength (the meaning is the field's).
+        fields: Field types to draw from (default: all of
+            :data:`fastdeblur.fields.FIELD_TYPES`).
+        strength: Range of the largest blur extent in pixels (default 2–15).
+        grid: Grid cells per side of the fields.
         **kwargs: see :class:`BlurTransform`.
     """
 
     blur_type = "spatially_varying"
     strength_param = "strength"
 
-    def __init__(self, fields: Sequence[str] | None = None, strength: Range = (0.2, 1.0),
-                 **kwargs) -> None:
+    def __init__(self, fields: Sequence[str] | None = None, strength: Range = (2.0, 15.0),
+                 grid: int = 8, **kwargs) -> None:
         super().__init__(**kwargs)
         self.fields = tuple(fields) if fields is not None else None
+        if self.fields is not None and not self.fields:
+            raise ValueError("fields must name at least one field type")
         self.strength = _range(strength, "strength")
+        if not (isinstance(grid, int) and grid >= 1):
+            raise ValueError(f"grid must be a positive int; got {grid!r}")
+        self.grid = grid
 
     def _field_names(self) -> tuple[str, ...]:
         if self.fields is not None:
             return self.fields
         from fastdeblur import fields
 
-        return tuple(getattr(fields, "FIELDS", ("rotation", "zoom", "defocus_gradient",
-                                                "motion_field")))
+        return tuple(fields.FIELD_TYPES)
 
     def sample_params(self, n: int, generator: torch.Generator | None = None
                       ) -> dict[str, torch.Tensor]:
         names = self._field_names()
         return {"field": torch.randint(len(names), (n,), generator=generator),
                 "strength": _uniform(n, self.strength, generator),
-                "field_seed": torch.randint(0, 2**62, (n,), generator=generator)}
+                "field_seed": torch.randint(0, 2**31, (n,), generator=generator)}
+
+    def grid_kernels(self, params: dict[str, torch.Tensor], H: int, W: int
+                     ) -> torch.Tensor:
+        """``(n, gh, gw, K, K)`` grid kernels of drawn parameters for ``H × W`` images."""
+        from fastdeblur import fields as field_models
+
+        names = self._field_names()
+        grids = [field_models.make_field(names[int(i)], H, W, seed=int(seed),
+                                         strength=float(amount), grid=self.grid)
+                 for i, seed, amount in zip(params["field"].tolist(),
+                                            params["field_seed"].tolist(),
+                                            params["strength"].tolist(), strict=True)]
+        side = max(g.shape[-1] for g in grids)
+        return torch.stack([batch_psf.pad_to(g.flatten(0, 1), side).view(*g.shape[:2], side,
+                                                                           side)
+                            for g in grids])
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]
               ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from fastdeblur import fields as field_models
-        from fastdeblur.ops import sv_conv
+        from fastdeblur.ops.pc_conv import pc_conv
 
-        names = self._field_names()
-        H, W = x.shape[-2:]
-        per_sample = []
-        for i, seed, amount in zip(params["field"].tolist(), params["field_seed"].tolist(),
-                                   params["strength"].tolist(), strict=True):
-            per_sample.append(_field_kernels(field_models.make_field(
-                names[int(i)], H, W, seed=int(seed), strength=float(amount))))
-        side = max(k.shape[0] for k in per_sample)
-        kernels = torch.stack([_pad_pixel_kernels(k, side) for k in per_sample])
-        kernels = kernels.flatten(1, 2).to(device=x.device, dtype=x.dtype)
-        return sv_conv(x, kernels, boundary=self.boundary), None
-
-
-def _field_kernels(field: object) -> torch.Tensor:
-    """Per-pixel kernels of a field as ``(kh, kw, H, W)`` (square, odd)."""
-    kernels = field
-    if not isinstance(kernels, torch.Tensor):
-        kernels = getattr(field, "kernels", None)
-        if callable(kernels):
-            kernels = kernels()
-    if not isinstance(kernels, torch.Tensor):
-        raise TypeError(f"make_field returned {type(field).__name__}; expected per-pixel kernels")
-    if kernels.ndim == 4 and kernels.shape[0] == 1:
-        kernels = kernels[0]  # (1, taps, H, W)
-    if kernels.ndim == 3:  # (taps, H, W)
-        side = math.isqrt(kernels.shape[0])
-        if side * side != kernels.shape[0]:
-            raise ValueError(f"field kernels have {kernels.shape[0]} taps; expected a square")
-        kernels = kernels.view(side, side, *kernels.shape[-2:])
-    if kernels.ndim != 4:
-        raise ValueError(f"field kernels have shape {tuple(kernels.shape)}; expected "
-                         "(kh*kw, H, W)")
-    return kernels
-
-
-def _pad_pixel_kernels(kernels: torch.Tensor, side: int) -> torch.Tensor:
-    m = (side - kernels.shape[0]) // 2
-    return torch.nn.functional.pad(kernels.permute(2, 3, 0, 1), (m, m, m, m)).permute(2, 3, 0, 1)
+        grids = self.grid_kernels(params, *x.shape[-2:]).to(device=x.device, dtype=x.dtype)
+        return pc_conv(x, grids, boundary=self.boundary), None
 
 
 class RandomBlur(BlurTransform):

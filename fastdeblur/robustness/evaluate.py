@@ -7,9 +7,9 @@
   a prediction, found by bisection, per image and over a dataset.
 
 *Strength* is the main parameter of a blur type, in pixels (Gaussian ``sigma``, motion
-``length``, defocus ``radius``, camera-shake trajectory length; the field strength for
-spatially-varying blur): see :mod:`fastdeblur.robustness.augment`. The other parameters
-(motion direction, shake trajectory, field) are random but reproducible: they are drawn from a
+``length``, defocus ``radius``, camera-shake trajectory length; for spatially-varying blur
+the largest blur extent over the image): see :mod:`fastdeblur.robustness.augment`. The other
+parameters (motion direction, shake trajectory, field) are random but reproducible: drawn from a
 generator seeded with ``(seed, blur type, batch index)``, the same at every strength, so a curve
 moves one knob only. (They therefore depend on how ``data`` is batched.)
 
@@ -55,7 +55,7 @@ DEFAULT_STRENGTHS: dict[str, tuple[float, ...]] = {
     "motion": (0.0, 3.0, 5.0, 7.0, 9.0, 13.0, 17.0),
     "defocus": (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
     "camera_shake": (0.0, 5.0, 9.0, 13.0, 17.0, 21.0),
-    "spatially_varying": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "spatially_varying": (0.0, 3.0, 6.0, 9.0, 12.0, 15.0),
 }
 
 DeblurFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]

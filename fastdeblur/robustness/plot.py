@@ -15,7 +15,7 @@ STRENGTH_LABELS = {
     "motion": "length (px)",
     "defocus": "radius (px)",
     "camera_shake": "trajectory length (px)",
-    "spatially_varying": "field strength",
+    "spatially_varying": "largest blur extent (px)",
 }
 
 MISSING = "plotting needs matplotlib: pip install 'fastdeblur[plot]'"
