@@ -198,6 +198,7 @@ def main() -> None:
         for blur_type in STRENGTHS:
             dist = minimal_blur_distribution(model, test_data, blur_type,
                                              max_strength=max(STRENGTHS[blur_type]), tol=0.2,
+                                             use_labels=False,
                                              seed=args.seed)
             dist.pop("values")
             minimal[name][blur_type] = dist
