@@ -11,7 +11,10 @@ Three curves of accuracy versus strength, for Gaussian, motion and defocus blur:
 * ``augmented`` — the same network trained with :class:`fastdeblur.augment.RandomBlur`
   (p = 0.5) over the evaluated strength range;
 * ``deblur_first`` — the plain network behind :func:`fastdeblur.deblur`, with the true kernel
-  and blind (skipped, with a note, when this installation has no ``fastdeblur.deblur``).
+  and blind (skipped, with a note, when this installation has no ``fastdeblur.deblur``);
+* ``deconvolve_true_kernel`` — the plain network behind a Tikhonov deconvolution with the true
+  kernel (conjugate gradients, local to this script), a reference point for non-blind
+  deblurring.
 
 Writes ``bench/results/robustness.json`` and, when matplotlib is installed,
 ``bench/results/robustness.png``. A few CPU minutes::
@@ -32,6 +35,7 @@ import torch
 from torch import nn
 
 from fastdeblur.augment import RandomBlur, RandomDefocusBlur, RandomGaussianBlur, RandomMotionBlur
+from fastdeblur.convolution import convolve
 from fastdeblur.robustness import evaluate, minimal_blur_distribution
 from fastdeblur.robustness.plot import have_matplotlib, plot_curves
 from fastdeblur.synth import SKIMAGE_PHOTOS, load_images
@@ -114,6 +118,49 @@ def train(images: list[torch.Tensor], steps: int, augment: nn.Module | None, see
     return model, time.perf_counter() - start
 
 
+def deconvolve_true_kernel(images: torch.Tensor, kernels: torch.Tensor | None,
+                           weight: float = 1e-3, iterations: int = 40) -> torch.Tensor:
+    """Non-blind Tikhonov deconvolution with the true kernels, local to this benchmark.
+
+    Solves ``(AᵀA + weight·I) x = Aᵀy + weight·y`` (least squares, pulled gently towards the
+    blurred image where the kernel loses information) by conjugate gradients, where ``A`` is
+    exactly the blur that made the images (true convolution, reflect boundary; ``Aᵀ`` by
+    autograd), so the boundary is modelled rather than guessed. It stands in for
+    ``fastdeblur.deblur`` and shows what non-blind deblurring recovers on these noise-free
+    patches.
+    """
+    if kernels is None:
+        raise ValueError("deconvolution needs the true kernels")
+    y = images.to(torch.float32)
+    k = kernels.to(torch.float32)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return convolve(x, k, boundary="reflect")
+
+    def normal(x: torch.Tensor) -> torch.Tensor:
+        _, pullback = torch.func.vjp(forward, x)
+        return pullback(forward(x))[0] + weight * x
+
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).sum(dim=(1, 2, 3), keepdim=True)
+
+    _, pullback = torch.func.vjp(forward, y)
+    rhs = pullback(y)[0] + weight * y
+    x = y.clone()
+    residual = rhs - normal(x)
+    direction = residual.clone()
+    rr = dot(residual, residual)
+    for _ in range(iterations):
+        ad = normal(direction)
+        alpha = rr / dot(direction, ad).clamp_min(1e-30)
+        x = x + alpha * direction
+        residual = residual - alpha * ad
+        rr_new = dot(residual, residual)
+        direction = residual + (rr_new / rr.clamp_min(1e-30)) * direction
+        rr = rr_new
+    return x.clamp(0, 1).to(images.dtype)
+
+
 def deblur_available() -> bool:
     try:
         from fastdeblur import deblur  # noqa: F401
@@ -189,8 +236,12 @@ def main() -> None:
             curves[f"deblur_first_{kernel}"] = report.to_dict()
             curves[f"deblur_first_{kernel}"]["extra"]["seconds"] = time.perf_counter() - start
     else:
-        notes.append("deblur-first curves skipped: fastdeblur.deblur is not available in this "
-                     "build")
+        notes.append("deblur-first curves with fastdeblur.deblur skipped: it is not available in "
+                     "this build")
+    # the benchmark's own non-blind deconvolution with the true kernel, as a reference point
+    curves["deconvolve_true_kernel"] = evaluate(
+        plain, test_data, list(STRENGTHS), STRENGTHS, seed=args.seed,
+        deblur_first=deconvolve_true_kernel, reference=curves["plain"]).to_dict()
 
     minimal = {}
     for name, model in (("plain", plain), ("augmented", augmented)):
