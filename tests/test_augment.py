@@ -215,3 +215,28 @@ def test_spatially_varying_blur() -> None:
     grids = t.grid_kernels(t.sample_params(3, torch.Generator().manual_seed(1)), 24, 28)
     assert grids.shape[:3] == (3, 3, 3) and grids.shape[-1] % 2 == 1
     torch.testing.assert_close(grids.sum(dim=(-2, -1)), torch.ones(3, 3, 3))
+
+
+class _Patches(torch.utils.data.Dataset):
+    """Four copies of one image, blurred per item by a seeded transform."""
+
+    def __init__(self) -> None:
+        self.image = images(1, 1, 16, 16)[0]
+        self.blur = augment.RandomMotionBlur(seed=11)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.blur(self.image)
+
+
+def test_in_dataloader_workers() -> None:
+    def run() -> torch.Tensor:
+        loader = torch.utils.data.DataLoader(_Patches(), batch_size=1, num_workers=2)
+        return torch.cat(list(loader))
+
+    first = run()
+    assert first.shape == (4, 1, 16, 16)
+    assert not torch.equal(first[0], first[1])  # workers 0 and 1 draw different streams
+    assert torch.equal(first, run())  # and the same ones on every run
