@@ -14,7 +14,7 @@ Three curves of accuracy versus strength, for Gaussian, motion and defocus blur:
   and blind (skipped, with a note, when this installation has no ``fastdeblur.deblur``);
 * ``deconvolve_true_kernel`` — the plain network behind a Tikhonov deconvolution with the true
   kernel (conjugate gradients, local to this script), a reference point for non-blind
-  deblurring.
+  deblurring; and the augmented network behind it.
 
 Writes ``bench/results/robustness.json`` and, when matplotlib is installed,
 ``bench/results/robustness.png``. A few CPU minutes::
@@ -241,6 +241,9 @@ def main() -> None:
     # the benchmark's own non-blind deconvolution with the true kernel, as a reference point
     curves["deconvolve_true_kernel"] = evaluate(
         plain, test_data, list(STRENGTHS), STRENGTHS, seed=args.seed,
+        deblur_first=deconvolve_true_kernel, reference=curves["plain"]).to_dict()
+    curves["augmented_deconvolve_true_kernel"] = evaluate(
+        augmented, test_data, list(STRENGTHS), STRENGTHS, seed=args.seed,
         deblur_first=deconvolve_true_kernel, reference=curves["plain"]).to_dict()
 
     minimal = {}

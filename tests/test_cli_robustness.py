@@ -156,3 +156,11 @@ def test_plot(folder: Path, scripted: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with Image.open(out) as im:
         assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_images_of_different_sizes(folder: Path, scripted: Path) -> None:
+    Image.fromarray(np.zeros((20, 15, 3), dtype=np.uint8)).save(folder / "flat" / "big.png")
+    assert_one_line_error(run("--model", scripted, "--data", folder), "--size")
+    result = run("--model", scripted, "--data", folder, "--size", "12x12", "--types", "gaussian",
+                 "--strengths", "0")
+    assert result.exit_code == 0, result.output

@@ -229,6 +229,11 @@ def _iter_batches(data: Any, batch_size: int) -> Iterator[tuple[torch.Tensor, to
         n = len(data)
         for start in range(0, n, batch_size):
             items = [data[i] for i in range(start, min(n, start + batch_size))]
+            shapes = {tuple(torch.as_tensor(item[0]).shape) for item in items}
+            if len(shapes) > 1:
+                sizes = ", ".join(map(str, sorted(shapes)))
+                raise ValueError(f"data images differ in size ({sizes}); resize them to one "
+                                 "size (the CLI's --size)")
             images = torch.stack([torch.as_tensor(item[0]) for item in items])
             labels = torch.as_tensor([int(item[1]) for item in items])
             yield images, labels
