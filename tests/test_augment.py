@@ -240,3 +240,17 @@ def test_in_dataloader_workers() -> None:
     assert first.shape == (4, 1, 16, 16)
     assert not torch.equal(first[0], first[1])  # workers 0 and 1 draw different streams
     assert torch.equal(first, run())  # and the same ones on every run
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu() -> None:
+    x = images(5, 3, 33, 31)
+    for make in UNIFORM:
+        cpu = make(seed=4)(x)
+        gpu = make(seed=4)(x.cuda())
+        assert gpu.is_cuda
+        assert_close(gpu.cpu(), cpu, scale=10)
+    mix = augment.RandomBlur(seed=2, noise_sigma=0.01)
+    assert mix(x.cuda()).is_cuda
+    y, k = blur_at_strengths(x.cuda(), "defocus", torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
+    assert y.is_cuda and k.is_cuda and k.shape == (5, 9, 9)

@@ -223,3 +223,17 @@ def test_minimal_blur_distribution() -> None:
     dist = minimal_blur_distribution(model, [(x, labels)], "gaussian", max_strength=4.0,
                                      tol=0.05, use_labels=False)
     assert dist["values"][5] == math.inf and dist["never_changed"] == pytest.approx(1 / 6)
+
+
+@pytest.mark.cuda
+def test_evaluate_on_cuda_matches_cpu() -> None:
+    x = noise_images(6, seed=3).float()
+    labels = torch.ones(6, dtype=torch.long)
+    model = SharpnessModel(0.03)
+    strengths = {"gaussian": [0, 1, 2], "motion": [0, 5, 9]}
+    cpu = evaluate(model, [(x, labels)], list(strengths), strengths)
+    gpu = evaluate(model, [(x, labels)], list(strengths), strengths, device="cuda")
+    assert gpu.accuracy == cpu.accuracy
+    found = minimal_blur(model, x[0], 1, "gaussian", max_strength=4.0, device="cuda")
+    assert found == pytest.approx(minimal_blur(model, x[0], 1, "gaussian", max_strength=4.0),
+                                  abs=0.05)
