@@ -237,3 +237,12 @@ def test_evaluate_on_cuda_matches_cpu() -> None:
     found = minimal_blur(model, x[0], 1, "gaussian", max_strength=4.0, device="cuda")
     assert found == pytest.approx(minimal_blur(model, x[0], 1, "gaussian", max_strength=4.0),
                                   abs=0.05)
+
+
+def test_evaluate_camera_shake() -> None:
+    pytest.importorskip("fastdeblur.psf")
+    x = noise_images(4, seed=6)
+    labels = torch.ones(4, dtype=torch.long)
+    report = evaluate(SharpnessModel(0.05), [(x, labels)], "camera_shake", [0, 9, 21])
+    acc = report.accuracy["camera_shake"]
+    assert acc[0] == 1.0 and acc == sorted(acc, reverse=True) and acc[-1] < 1.0
