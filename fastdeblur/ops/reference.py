@@ -9,6 +9,310 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastdeblur.convolution import boundary_index, check_boundary, pad
+
+# ---- pc_conv ----
+#
+# Product-convolution over a grid of kernels (DESIGN.md, "Spatially varying blur"):
+#
+#     y = Σ_i h_i ⋆ (w_i ⊙ x)
+#
+# i runs over the gh × gw grid cells; h_i is the kernel of cell i and w_i its bilinear weight.
+# Grid row a has its centre at pixel row c_a = (a + 0.5)·H/gh − 0.5 (likewise columns). For a
+# pixel row r, t(r) = clamp((r + 0.5)·gh/H − 0.5, 0, gh − 1) is its position in grid units and
+# the row weight of grid row a is the hat max(0, 1 − |t(r) − a|); the weight of cell (a, b) is
+# the product of its row and column weights. Because t is clamped, pixels between the border
+# and the outermost centres take the outermost cells' kernels at full weight, so the weights
+# are non-negative, at most 4 are non-zero at any pixel, and they sum to 1 everywhere.
+#
+# ``⋆`` is the library's true convolution (:func:`fastdeblur.convolution.convolve`) applied
+# to the product w_i ⊙ x *with its boundary padding*: the padded product at an outside
+# position p is (w_i ⊙ x)(m(p)), m being the boundary map of :func:`boundary_index` (zero for
+# ``zero``). Padding is linear, so with every h_i equal to h the sum collapses to h ⋆ x, which
+# is exactly :func:`fastdeblur.blur` for every boundary. Written per pixel:
+#
+#     y[p] = Σ_q Σ_i h_i[q] · w_i(m(p − q)) · x(m(p − q))
+#
+# — the weights are evaluated at the *source* pixel. The per-pixel (gather) model of
+# ``sv_conv`` evaluates its kernel at the *output* pixel instead, y[p] = Σ_q K[p, q] x[p − q];
+# :func:`grid_to_pixel_kernels` builds that model's K by bilinear interpolation of the grid.
+# The two operators agree where the kernels vary slowly and differ in general: the
+# product-convolution is a sum of convolutions of re-weighted images (it conserves the
+# image's mass for normalised kernels), the per-pixel model re-weights the outputs (it
+# reproduces a constant image for normalised kernels). The adjoint of one is the
+# other with flipped kernels, up to the boundary folding.
+#
+# The functions here are the specification and the memory-bounded PyTorch baseline: each
+# cell's weight is non-zero only on a band about two cells wide, so each cell is convolved
+# on that band's window only (a local direct convolution, overlap-added), never on the
+# whole image.
+
+
+def pc_axis_weights(
+    n: int, cells: int, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+) -> torch.Tensor:
+    """Bilinear weights of the grid rows (or columns) along one image axis.
+
+    Args:
+        n: Number of pixels along the axis.
+        cells: Number of grid cells along the axis (>= 1).
+        dtype: Output dtype (computed in float64 first).
+        device: Output device.
+
+    Returns:
+        ``(cells, n)``: ``w[a, r] = max(0, 1 − |t(r) − a|)`` with
+        ``t(r) = clamp((r + 0.5)·cells/n − 0.5, 0, cells − 1)``; every column sums to 1.
+    """
+    r = torch.arange(n, dtype=torch.float64, device=device)
+    t = ((r + 0.5) * (cells / max(n, 1)) - 0.5).clamp(0.0, cells - 1.0)
+    a = torch.arange(cells, dtype=torch.float64, device=device)
+    w = (1.0 - (t.unsqueeze(0) - a.unsqueeze(1)).abs()).clamp_min(0.0)
+    return w.to(dtype)
+
+
+def _pc_padded_weights(
+    n: int, cells: int, before: int, after: int, boundary: str, dtype: torch.dtype,
+    device: torch.device | None,
+) -> torch.Tensor:
+    """Axis weights on the padded axis: ``wp[a, s] = w[a, m(s − before)]`` (0 where ``zero``
+    pads), shape ``(cells, before + n + after)``."""
+    w = pc_axis_weights(n, cells, dtype, device)
+    idx = boundary_index(torch.arange(-before, n + after, device=device), n, boundary)
+    wp = w[:, idx.clamp_min(0)]
+    return torch.where(idx.unsqueeze(0) >= 0, wp, torch.zeros_like(wp))
+
+
+def _nonzero_runs(row: torch.Tensor) -> list[tuple[int, int]]:
+    """Maximal runs ``[start, stop)`` of non-zero entries of a 1-D tensor."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for s, nz in enumerate((row != 0).tolist()):
+        if nz and start is None:
+            start = s
+        elif not nz and start is not None:
+            runs.append((start, s))
+            start = None
+    if start is not None:
+        runs.append((start, len(row)))
+    return runs
+
+
+def _pc_check(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str, name: str = "x"
+              ) -> torch.Tensor:
+    """Validate arguments; return the kernels as ``(Bk, gh, gw, kh, kw)`` (Bk = 1 or B)."""
+    check_boundary(boundary)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be (B, C, H, W); got shape {tuple(x.shape)}")
+    k = grid_kernels
+    if k.ndim == 4:
+        k = k.unsqueeze(0)
+    if k.ndim != 5 or k.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            "grid_kernels must be (gh, gw, kh, kw) or (B, gh, gw, kh, kw) with B = "
+            f"{x.shape[0]}; got shape {tuple(grid_kernels.shape)}"
+        )
+    if min(k.shape[1:]) < 1:
+        raise ValueError(f"grid_kernels must not be empty; got shape {tuple(grid_kernels.shape)}")
+    return k
+
+
+def _pc_geometry(H: int, W: int, k: torch.Tensor, boundary: str, dtype: torch.dtype):
+    """Padding widths, padded axis weights and their non-zero runs (padded coordinates)."""
+    gh, gw, kh, kw = k.shape[1:]
+    cy, cx = kh // 2, kw // 2
+    top, left = kh - 1 - cy, kw - 1 - cx
+    wyp = _pc_padded_weights(H, gh, top, cy, boundary, dtype, k.device)
+    wxp = _pc_padded_weights(W, gw, left, cx, boundary, dtype, k.device)
+    return (top, cy, left, cx), wyp, wxp, [_nonzero_runs(r) for r in wyp], [
+        _nonzero_runs(c) for c in wxp
+    ]
+
+
+def _masked(weights: torch.Tensor, lo: int, hi: int, run: tuple[int, int]) -> torch.Tensor:
+    """``weights[lo:hi]`` with the entries outside ``run`` set to 0."""
+    s = torch.arange(lo, hi, device=weights.device)
+    inside = (s >= run[0]) & (s < run[1])
+    part = weights[lo:hi]
+    return torch.where(inside, part, torch.zeros_like(part))
+
+
+def _grouped_conv(z: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Valid correlation of ``z (B, C, h, w)`` with ``k (Bk, kh, kw)`` (one kernel per sample
+    or one for all), ``(B, C, h − kh + 1, w − kw + 1)``."""
+    B, C = z.shape[:2]
+    if k.shape[0] == 1:
+        out = F.conv2d(z.reshape(B * C, 1, *z.shape[-2:]), k.unsqueeze(1))
+    else:
+        weight = k.unsqueeze(1).repeat_interleave(C, dim=0)
+        out = F.conv2d(z.reshape(1, B * C, *z.shape[-2:]), weight, groups=B * C)
+    return out.reshape(B, C, *out.shape[-2:])
+
+
+def _pad_adjoint(xp: torch.Tensor, widths: tuple[int, int, int, int], H: int, W: int,
+                 boundary: str) -> torch.Tensor:
+    """Adjoint of :func:`fastdeblur.convolution.pad`: fold the padded ``(..., Hp, Wp)`` back
+    onto ``(..., H, W)`` by summing every padded sample into the pixel it copies."""
+    top, bottom, left, right = widths
+    rows = boundary_index(torch.arange(-top, H + bottom, device=xp.device), H, boundary)
+    cols = boundary_index(torch.arange(-left, W + right, device=xp.device), W, boundary)
+    keep_r, keep_c = rows >= 0, cols >= 0
+    xr = xp.new_zeros(*xp.shape[:-2], H, xp.shape[-1])
+    xr.index_add_(-2, rows[keep_r], xp[..., keep_r, :])
+    out = xp.new_zeros(*xp.shape[:-2], H, W)
+    out.index_add_(-1, cols[keep_c], xr[..., keep_c])
+    return out
+
+
+def _pc_blocks(H: int, W: int, k: torch.Tensor, boundary: str, dtype: torch.dtype):
+    """Yield the local pieces of the operator: per cell (a, b) and pair of non-zero runs of its
+    padded weights, the affected output box and the padded-input window feeding it.
+
+    Yields ``(a, b, (i0, i1, j0, j1), wrow, wcol)``: outputs ``y[i0:i1, j0:j1]`` read the
+    padded window ``[i0, i1 + kh − 1) × [j0, j1 + kw − 1)`` weighted by ``wrow ⊗ wcol``."""
+    kh, kw = k.shape[-2:]
+    widths, wyp, wxp, row_runs, col_runs = _pc_geometry(H, W, k, boundary, dtype)
+    for a, runs_a in enumerate(row_runs):
+        for ra in runs_a:
+            i0, i1 = max(0, ra[0] - kh + 1), min(H, ra[1])
+            if i0 >= i1:
+                continue
+            wrow = _masked(wyp[a], i0, i1 + kh - 1, ra)
+            for b, runs_b in enumerate(col_runs):
+                for rb in runs_b:
+                    j0, j1 = max(0, rb[0] - kw + 1), min(W, rb[1])
+                    if j0 >= j1:
+                        continue
+                    wcol = _masked(wxp[b], j0, j1 + kw - 1, rb)
+                    yield a, b, (i0, i1, j0, j1), wrow, wcol
+
+
+def pc_conv(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str = "reflect"
+            ) -> torch.Tensor:
+    """Product-convolution ``y = Σ_i h_i ⋆ (w_i ⊙ x)`` over a grid of kernels (reference).
+
+    See the comment at the top of this section for the exact weights and boundary rule.
+
+    Args:
+        x: Images ``(B, C, H, W)``.
+        grid_kernels: ``(gh, gw, kh, kw)`` shared by the batch or ``(B, gh, gw, kh, kw)``;
+            kernel ``[a, b]`` is centred at ``(kh // 2, kw // 2)`` and applied as a true
+            convolution on grid cell ``(a, b)``.
+        boundary: ``reflect`` | ``zero`` | ``replicate`` | ``circular``.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    k = _pc_check(x, grid_kernels, boundary).to(x.dtype)
+    B, C, H, W = x.shape
+    y = x.new_zeros(B, C, H, W)
+    if y.numel() == 0:
+        return y
+    kh, kw = k.shape[-2:]
+    widths = (kh - 1 - kh // 2, kh // 2, kw - 1 - kw // 2, kw // 2)
+    xp = pad(x, widths, boundary)
+    flipped = k.flip(-2, -1)
+    for a, b, (i0, i1, j0, j1), wrow, wcol in _pc_blocks(H, W, k, boundary, x.dtype):
+        z = xp[:, :, i0 : i1 + kh - 1, j0 : j1 + kw - 1] * (wrow[:, None] * wcol[None, :])
+        y[:, :, i0:i1, j0:j1] += _grouped_conv(z, flipped[:, a, b])
+    return y
+
+
+def pc_conv_adjoint(y: torch.Tensor, grid_kernels: torch.Tensor, boundary: str = "reflect"
+                    ) -> torch.Tensor:
+    """Exact adjoint of :func:`pc_conv`: ``x = Σ_i w_i ⊙ Pᵀ(h_iᵀ ⋆ y)`` (reference).
+
+    ``h_iᵀ ⋆`` is the transposed convolution (a correlation onto the padded grid) and ``Pᵀ``
+    folds the padded samples back onto the pixels they were copied from (dropped for
+    ``zero``), so ``<pc_conv(x), y> = <x, pc_conv_adjoint(y)>`` to rounding.
+
+    Args:
+        y: ``(B, C, H, W)``.
+        grid_kernels: As in :func:`pc_conv`.
+        boundary: As in :func:`pc_conv`.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    k = _pc_check(y, grid_kernels, boundary, name="y").to(y.dtype)
+    B, C, H, W = y.shape
+    if y.numel() == 0:
+        return y.new_zeros(B, C, H, W)
+    kh, kw = k.shape[-2:]
+    widths = (kh - 1 - kh // 2, kh // 2, kw - 1 - kw // 2, kw // 2)
+    xp = y.new_zeros(B, C, H + kh - 1, W + kw - 1)
+    for a, b, (i0, i1, j0, j1), wrow, wcol in _pc_blocks(H, W, k, boundary, y.dtype):
+        g = F.pad(y[:, :, i0:i1, j0:j1], (kw - 1, kw - 1, kh - 1, kh - 1))
+        dz = _grouped_conv(g, k[:, a, b])
+        xp[:, :, i0 : i1 + kh - 1, j0 : j1 + kw - 1] += dz * (wrow[:, None] * wcol[None, :])
+    return _pad_adjoint(xp, widths, H, W, boundary)
+
+
+def pc_conv_kernel_grad(x: torch.Tensor, grad_y: torch.Tensor, grid_kernels: torch.Tensor,
+                        boundary: str = "reflect") -> torch.Tensor:
+    """Gradient of ``<pc_conv(x, h), grad_y>`` with respect to the grid kernels (reference).
+
+    ``∂/∂h_i[u, v] = Σ_{b,c,p} grad_y[b, c, p] · z_i[b, c, p + (kh − 1 − u, kw − 1 − v)]``
+    with ``z_i`` the padded product ``w_i ⊙ x`` (padded coordinates).
+
+    Args:
+        x: ``(B, C, H, W)``.
+        grad_y: ``(B, C, H, W)``.
+        grid_kernels: As in :func:`pc_conv` (only its shape and dtype are used).
+        boundary: As in :func:`pc_conv`.
+
+    Returns:
+        A tensor shaped like ``grid_kernels`` (summed over the batch when it is shared).
+    """
+    k = _pc_check(x, grid_kernels, boundary)
+    B, C, H, W = x.shape
+    kh, kw = k.shape[-2:]
+    grad = x.new_zeros(B, *k.shape[1:])
+    if x.numel() > 0:
+        widths = (kh - 1 - kh // 2, kh // 2, kw - 1 - kw // 2, kw // 2)
+        xp = pad(x, widths, boundary)
+        for a, b, (i0, i1, j0, j1), wrow, wcol in _pc_blocks(H, W, k, boundary, x.dtype):
+            z = xp[:, :, i0 : i1 + kh - 1, j0 : j1 + kw - 1] * (wrow[:, None] * wcol[None, :])
+            g = grad_y[:, :, i0:i1, j0:j1]
+            corr = F.conv2d(z.reshape(1, B * C, *z.shape[-2:]),
+                            g.reshape(B * C, 1, *g.shape[-2:]), groups=B * C)
+            grad[:, a, b] += corr.reshape(B, C, kh, kw).sum(1).flip(-2, -1)
+    if grid_kernels.ndim == 4:
+        return grad.sum(0).to(grid_kernels.dtype)
+    return grad.to(grid_kernels.dtype)
+
+
+def grid_to_pixel_kernels(grid_kernels: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Per-pixel kernels of the per-pixel (gather) model by bilinear interpolation of a grid.
+
+    ``K[b, u·kw + v, r, s] = Σ_{a,c} wy[a, r] · wx[c, s] · h[b, a, c, u, v]`` with the weights of
+    :func:`pc_axis_weights`; ``sv_conv(x, K)`` then computes ``y[p] = Σ_q K[p, q] · x[p − q]``,
+    the kernel taken at the *output* pixel. :func:`pc_conv` is a different operator: it weights
+    the *input* (``y = Σ_i h_i ⋆ (w_i ⊙ x)``); the two agree for a constant kernel field.
+
+    Args:
+        grid_kernels: ``(gh, gw, kh, kw)`` or ``(B, gh, gw, kh, kw)``.
+        H: Image height (>= 0).
+        W: Image width (>= 0).
+
+    Returns:
+        Taps-first kernels ``(kh·kw, H, W)`` or ``(B, kh·kw, H, W)``, dtype of the grid.
+    """
+    if grid_kernels.ndim not in (4, 5) or min(grid_kernels.shape[-4:]) < 1:
+        raise ValueError(
+            "grid_kernels must be (gh, gw, kh, kw) or (B, gh, gw, kh, kw) with non-empty "
+            f"dimensions; got shape {tuple(grid_kernels.shape)}"
+        )
+    if H < 0 or W < 0:
+        raise ValueError(f"H and W must be >= 0; got {H}, {W}")
+    if not grid_kernels.is_floating_point():
+        raise ValueError(f"grid_kernels must be floating point; got {grid_kernels.dtype}")
+    gh, gw, kh, kw = grid_kernels.shape[-4:]
+    wy = pc_axis_weights(H, gh, grid_kernels.dtype, grid_kernels.device)
+    wx = pc_axis_weights(W, gw, grid_kernels.dtype, grid_kernels.device)
+    flat = grid_kernels.reshape(*grid_kernels.shape[:-4], gh, gw, kh * kw)
+    return torch.einsum("...acq,ar,cs->...qrs", flat, wy, wx)
+
+
 # ---- grnn ----
 # Generalised regression neural network (Nadaraya-Watson regression with a Gaussian
 # kernel): y(x) = sum_i Y_i exp(-|x - X_i|^2 / 2 sigma^2) / sum_i exp(-|x - X_i|^2 / 2 sigma^2).

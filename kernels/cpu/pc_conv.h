@@ -1,0 +1,376 @@
+// Product-convolution over a grid of kernels on the CPU, free of torch.
+//
+//   y = Σ_i h_i ⋆ (w_i ⊙ x)        (fastdeblur/ops/reference.py, section pc_conv)
+//
+// Everything works in *padded coordinates*: padded row pr in [0, H + kh - 1) is image row
+// row_map[pr] (-1 for zero padding), with kh - 1 - kh/2 rows before the image; columns alike.
+// The padded product of cell (a, b) is wy[a][pr] · wx[b][pc] · x[row_map[pr]][col_map[pc]],
+// and y[i][j] = Σ_{u,v} hf[u][v] · z[i + u][j + v] with hf the kernel flipped (true
+// convolution as a correlation of the padded window).
+//
+// Each cell's padded weights are non-zero on a few runs ("segments") of rows and columns,
+// about two cells long (more runs only where a boundary folds the image onto itself). A
+// segment of rows [s0, s1) feeds output rows [s0 - kh + 1, s1), so an output tile only visits
+// the 4 to 9 cells whose segments reach it, and each of them only on the part it reaches.
+//
+// Threading is the caller's: every function takes a range of work items.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace fastdeblur {
+namespace kernels {
+namespace pc_conv {
+
+// A run [start, stop) of padded rows (or columns) where the weights of grid row (or
+// column) `cell` are non-zero.
+struct Segment {
+  int64_t cell;
+  int64_t start;
+  int64_t stop;
+};
+
+// What every kernel needs to know about one call.
+template <typename T>
+struct Geometry {
+  int64_t H, W;     // image size
+  int64_t kh, kw;   // kernel size
+  int64_t gh, gw;   // grid size
+  const int64_t* row_map;  // (H + kh - 1): padded row -> image row, -1 = zero padding
+  const int64_t* col_map;  // (W + kw - 1)
+  const T* wy;             // (gh, H + kh - 1): weights of the grid rows on padded rows
+  const T* wx;             // (gw, W + kw - 1)
+  const Segment* row_segs;
+  int64_t n_row_segs;
+  const Segment* col_segs;
+  int64_t n_col_segs;
+  int64_t Hp() const { return H + kh - 1; }
+  int64_t Wp() const { return W + kw - 1; }
+};
+
+// Register block of the correlation: kRows output rows × vec_width<T> output columns.
+constexpr int kRows = 4;
+template <typename T>
+constexpr int vec_width() {
+  return static_cast<int>(64 / sizeof(T));  // two AVX2 registers per row
+}
+// Output tiles of the forward and adjoint passes.
+constexpr int64_t kTileRows = 32;
+constexpr int64_t kTileCols = 128;
+
+// Kernel rows as the correlation reads them: kRows - 1 zero rows above and below, so every
+// row of a register block can index it without a branch. Size (kh + 2 (kRows - 1)) × kw.
+inline int64_t extended_rows(int64_t kh) { return kh + 2 * (kRows - 1); }
+
+// out[i][j] += Σ_{u<kh, v<kw} k[u][v] · z[i + u][j + v]   for i < oh, j < round_up(ow, V).
+// Only z rows in [zr0, zr1) are read (the others are zero by the caller's construction);
+// z rows must have round_up(ow, V) + kw - 1 readable, finite columns, out rows
+// round_up(ow, V) writable columns. kext is the kernel in the extended_rows layout.
+// SIMD vector of 32 bytes (an AVX register) through the GCC/Clang vector extension, so the
+// register block below stays in registers whatever the auto-vectoriser decides.
+template <typename T>
+struct Simd {
+  typedef T type __attribute__((vector_size(32)));
+  static constexpr int lanes = static_cast<int>(32 / sizeof(T));
+  static type load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static type splat(T s) { return type{} + s; }  // scalar operands broadcast
+};
+
+template <typename T>
+inline void correlate_accumulate(const T* z, int64_t zs, int64_t zr0, int64_t zr1,
+                                 const T* kext, int64_t kh, int64_t kw, T* out, int64_t os,
+                                 int64_t oh, int64_t ow) {
+  using S = Simd<T>;
+  using vec = typename S::type;
+  constexpr int V = vec_width<T>();
+  constexpr int L = S::lanes;
+  static_assert(V == 2 * L, "register block is two SIMD vectors wide");
+  for (int64_t i = 0; i < oh; i += kRows) {
+    const int64_t rows = std::min<int64_t>(kRows, oh - i);
+    const int64_t r_lo = std::max(i, zr0);
+    const int64_t r_hi = std::min(i + rows - 1 + kh, zr1);
+    for (int64_t j = 0; j < ow; j += V) {
+      vec acc[kRows][2];
+      for (int rr = 0; rr < kRows; ++rr) acc[rr][0] = acc[rr][1] = S::splat(T(0));
+      for (int64_t r = r_lo; r < r_hi; ++r) {
+        const T* zrow = z + r * zs + j;
+        // Block row rr uses kernel row u = r - i - rr, stored at u + kRows - 1.
+        const T* krow = kext + (r - i + kRows - 1) * kw;
+        for (int64_t v = 0; v < kw; ++v) {
+          const vec z0 = S::load(zrow + v), z1 = S::load(zrow + v + L);
+          for (int rr = 0; rr < kRows; ++rr) {
+            const T kv = krow[v - rr * kw];
+            acc[rr][0] += kv * z0;
+            acc[rr][1] += kv * z1;
+          }
+        }
+      }
+      for (int64_t rr = 0; rr < rows; ++rr) {
+        T* orow = out + (i + rr) * os + j;
+        S::store(orow, S::load(orow) + acc[rr][0]);
+        S::store(orow + L, S::load(orow + L) + acc[rr][1]);
+      }
+    }
+  }
+}
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+inline int64_t ceil_div(int64_t n, int64_t m) { return (n + m - 1) / m; }
+
+template <typename T>
+inline int64_t num_tiles(int64_t rows, int64_t cols) {
+  return ceil_div(rows, kTileRows) * ceil_div(cols, kTileCols);
+}
+
+// Forward pass over work items [begin, end); item = b * tiles + tile of the H × W output.
+//   x, y: (B, C, H, W) contiguous. kf: (Bk, gh, gw, extended_rows(kh), kw), the kernels
+//   flipped and extended; Bk = 1 (shared) or B.
+template <typename T>
+void forward(const Geometry<T>& g, const T* x, const T* kf, int64_t Bk, int64_t C, T* y,
+             int64_t begin, int64_t end) {
+  constexpr int V = vec_width<T>();
+  const int64_t H = g.H, W = g.W, kh = g.kh, kw = g.kw;
+  const int64_t tiles_x = ceil_div(W, kTileCols);
+  const int64_t tiles = ceil_div(H, kTileRows) * tiles_x;
+  const int64_t kext_size = extended_rows(kh) * kw;
+  const int64_t os = kTileCols + V;
+  const int64_t zs = kTileCols + V + kw;
+  std::vector<T> acc(static_cast<size_t>(C * kTileRows * os));
+  std::vector<T> z(static_cast<size_t>((kTileRows + kh) * zs));
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / tiles, tile = item % tiles;
+    const int64_t r0 = tile / tiles_x * kTileRows, c0 = tile % tiles_x * kTileCols;
+    const int64_t r1 = std::min(H, r0 + kTileRows), c1 = std::min(W, c0 + kTileCols);
+    std::fill(acc.begin(), acc.end(), T(0));
+    const T* kb = kf + (Bk == 1 ? 0 : b) * g.gh * g.gw * kext_size;
+    for (int64_t rsi = 0; rsi < g.n_row_segs; ++rsi) {
+      const Segment rs = g.row_segs[rsi];
+      const int64_t oi0 = std::max(r0, rs.start - kh + 1), oi1 = std::min(r1, rs.stop);
+      if (oi0 >= oi1) continue;
+      // Window rows [oi0, oi1 + kh - 1); non-zero on [zr0, zr1) (window coordinates).
+      const int64_t zr0 = std::max(oi0, rs.start) - oi0;
+      const int64_t zr1 = std::min(oi1 + kh - 1, rs.stop) - oi0;
+      const T* wy = g.wy + rs.cell * g.Hp();
+      for (int64_t csi = 0; csi < g.n_col_segs; ++csi) {
+        const Segment cs = g.col_segs[csi];
+        const int64_t oj0 = std::max(c0, cs.start - kw + 1), oj1 = std::min(c1, cs.stop);
+        if (oj0 >= oj1) continue;
+        const int64_t ow = oj1 - oj0;
+        const int64_t zw = round_up(ow, V) + kw - 1;
+        const int64_t zc0 = std::max(oj0, cs.start) - oj0;
+        const int64_t zc1 = std::min(oj0 + zw, cs.stop) - oj0;
+        const T* wx = g.wx + cs.cell * g.Wp();
+        const T* kern = kb + (rs.cell * g.gw + cs.cell) * kext_size;
+        for (int64_t c = 0; c < C; ++c) {
+          const T* xc = x + (b * C + c) * H * W;
+          for (int64_t r = zr0; r < zr1; ++r) {
+            T* zrow = z.data() + r * zs;
+            const int64_t pr = oi0 + r;
+            const int64_t src_r = g.row_map[pr];
+            std::fill(zrow, zrow + zw, T(0));
+            if (src_r < 0) continue;
+            const T wr = wy[pr];
+            const T* xrow = xc + src_r * W;
+            for (int64_t cc = zc0; cc < zc1; ++cc) {
+              const int64_t pc = oj0 + cc;
+              const int64_t src_c = g.col_map[pc];
+              zrow[cc] = src_c < 0 ? T(0) : wr * wx[pc] * xrow[src_c];
+            }
+          }
+          T* out = acc.data() + c * kTileRows * os + (oi0 - r0) * os + (oj0 - c0);
+          correlate_accumulate(z.data(), zs, zr0, zr1, kern, kh, kw, out, os, oi1 - oi0, ow);
+        }
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      T* yc = y + (b * C + c) * H * W;
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* src = acc.data() + c * kTileRows * os + (r - r0) * os;
+        std::copy(src, src + (c1 - c0), yc + r * W + c0);
+      }
+    }
+  }
+}
+
+// Adjoint, first half, over work items [begin, end); item = b * tiles + tile of the padded
+// Hp × Wp grid. Writes every element of xp (B, C, Hp, Wp):
+//   xp[pr][pc] = Σ_cells wy[a][pr] · wx[b][pc] · Σ_{u,v} h[u][v] · y[pr - kh + 1 + u][pc - kw + 1 + v]
+// (y zero outside the image). k: (Bk, gh, gw, extended_rows(kh), kw), NOT flipped.
+template <typename T>
+void adjoint_padded(const Geometry<T>& g, const T* y, const T* k, int64_t Bk, int64_t C, T* xp,
+                    int64_t begin, int64_t end) {
+  constexpr int V = vec_width<T>();
+  const int64_t H = g.H, W = g.W, kh = g.kh, kw = g.kw, Hp = g.Hp(), Wp = g.Wp();
+  const int64_t tiles_x = ceil_div(Wp, kTileCols);
+  const int64_t tiles = ceil_div(Hp, kTileRows) * tiles_x;
+  const int64_t kext_size = extended_rows(kh) * kw;
+  const int64_t os = kTileCols + V;
+  const int64_t zs = kTileCols + V + kw;
+  std::vector<T> acc(static_cast<size_t>(C * kTileRows * os));
+  std::vector<T> dz(static_cast<size_t>(kTileRows * os));
+  std::vector<T> win(static_cast<size_t>((kTileRows + kh) * zs));
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t b = item / tiles, tile = item % tiles;
+    const int64_t r0 = tile / tiles_x * kTileRows, c0 = tile % tiles_x * kTileCols;
+    const int64_t r1 = std::min(Hp, r0 + kTileRows), c1 = std::min(Wp, c0 + kTileCols);
+    std::fill(acc.begin(), acc.end(), T(0));
+    const T* kb = k + (Bk == 1 ? 0 : b) * g.gh * g.gw * kext_size;
+    for (int64_t rsi = 0; rsi < g.n_row_segs; ++rsi) {
+      const Segment rs = g.row_segs[rsi];
+      const int64_t si0 = std::max(r0, rs.start), si1 = std::min(r1, rs.stop);
+      if (si0 >= si1) continue;
+      const int64_t oh = si1 - si0;
+      // y window rows [si0 - kh + 1, si1), image rows only: [wr0, wr1) in window coordinates.
+      const int64_t wbase_r = si0 - kh + 1;
+      const int64_t wr0 = std::max<int64_t>(0, -wbase_r);
+      const int64_t wr1 = std::min<int64_t>(oh + kh - 1, H - wbase_r);
+      const T* wy = g.wy + rs.cell * Hp;
+      for (int64_t csi = 0; csi < g.n_col_segs; ++csi) {
+        const Segment cs = g.col_segs[csi];
+        const int64_t sj0 = std::max(c0, cs.start), sj1 = std::min(c1, cs.stop);
+        if (sj0 >= sj1 || wr0 >= wr1) continue;
+        const int64_t ow = sj1 - sj0;
+        const int64_t ww = round_up(ow, V) + kw - 1;
+        const int64_t wbase_c = sj0 - kw + 1;
+        const int64_t wc0 = std::max<int64_t>(0, -wbase_c);
+        const int64_t wc1 = std::min<int64_t>(ww, W - wbase_c);
+        const T* wx = g.wx + cs.cell * Wp;
+        const T* kern = kb + (rs.cell * g.gw + cs.cell) * kext_size;
+        for (int64_t c = 0; c < C; ++c) {
+          const T* yc = y + (b * C + c) * H * W;
+          for (int64_t r = wr0; r < wr1; ++r) {
+            T* wrow = win.data() + r * zs;
+            std::fill(wrow, wrow + ww, T(0));
+            if (wc0 < wc1) {
+              const T* src = yc + (wbase_r + r) * W + wbase_c;
+              std::copy(src + wc0, src + wc1, wrow + wc0);
+            }
+          }
+          std::fill(dz.begin(), dz.end(), T(0));
+          correlate_accumulate(win.data(), zs, wr0, wr1, kern, kh, kw, dz.data(), os, oh, ow);
+          for (int64_t r = 0; r < oh; ++r) {
+            const T wr = wy[si0 + r];
+            const T* d = dz.data() + r * os;
+            T* a = acc.data() + c * kTileRows * os + (si0 - r0 + r) * os + (sj0 - c0);
+            const T* wxs = wx + sj0;
+            for (int64_t j = 0; j < ow; ++j) a[j] += wr * wxs[j] * d[j];
+          }
+        }
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      T* xc = xp + (b * C + c) * Hp * Wp;
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* src = acc.data() + c * kTileRows * os + (r - r0) * os;
+        std::copy(src, src + (c1 - c0), xc + r * Wp + c0);
+      }
+    }
+  }
+}
+
+// Adjoint, second half: fold padded planes [begin, end) of xp (planes, Hp, Wp) onto the image
+// (planes, H, W), adding each padded sample into the pixel it was copied from.
+template <typename T>
+void fold_padded(const Geometry<T>& g, const T* xp, T* x, int64_t begin, int64_t end) {
+  const int64_t H = g.H, W = g.W, Hp = g.Hp(), Wp = g.Wp();
+  for (int64_t plane = begin; plane < end; ++plane) {
+    T* xo = x + plane * H * W;
+    const T* src = xp + plane * Hp * Wp;
+    std::fill(xo, xo + H * W, T(0));
+    for (int64_t pr = 0; pr < Hp; ++pr) {
+      const int64_t r = g.row_map[pr];
+      if (r < 0) continue;
+      T* orow = xo + r * W;
+      const T* srow = src + pr * Wp;
+      for (int64_t pc = 0; pc < Wp; ++pc) {
+        const int64_t c = g.col_map[pc];
+        if (c >= 0) orow[c] += srow[pc];
+      }
+    }
+  }
+}
+
+// Gradient of <forward(x, h), gy> w.r.t. the kernels, over work items [begin, end); item =
+// kb * gh * gw + cell. Writes grad (Bk, gh, gw, kh, kw) of the *unflipped* kernels:
+//   grad[kb][a][c][kh-1-u][kw-1-v] = Σ_{b ∈ batch(kb), ch, i, j} gy[i][j] · z_cell[i + u][j + v]
+// where batch(kb) is every sample when Bk = 1, else sample kb.
+template <typename T>
+void kernel_grad(const Geometry<T>& g, const T* x, const T* gy, int64_t B, int64_t Bk, int64_t C,
+                 T* grad, int64_t begin, int64_t end) {
+  const int64_t H = g.H, W = g.W, kh = g.kh, kw = g.kw, Hp = g.Hp(), Wp = g.Wp();
+  const int64_t cells = g.gh * g.gw;
+  std::vector<T> z;
+  std::vector<T> acc(static_cast<size_t>(kh * kw));
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t kb = item / cells, cell = item % cells;
+    const int64_t ga = cell / g.gw, gb = cell % g.gw;
+    std::fill(acc.begin(), acc.end(), T(0));
+    const int64_t b_lo = Bk == 1 ? 0 : kb, b_hi = Bk == 1 ? B : kb + 1;
+    for (int64_t rsi = 0; rsi < g.n_row_segs; ++rsi) {
+      const Segment rs = g.row_segs[rsi];
+      if (rs.cell != ga) continue;
+      const int64_t oi0 = std::max<int64_t>(0, rs.start - kh + 1), oi1 = std::min(H, rs.stop);
+      if (oi0 >= oi1) continue;
+      const int64_t zr0 = std::max(oi0, rs.start) - oi0;
+      const int64_t zr1 = std::min(oi1 + kh - 1, rs.stop) - oi0;
+      for (int64_t csi = 0; csi < g.n_col_segs; ++csi) {
+        const Segment cs = g.col_segs[csi];
+        if (cs.cell != gb) continue;
+        const int64_t oj0 = std::max<int64_t>(0, cs.start - kw + 1), oj1 = std::min(W, cs.stop);
+        if (oj0 >= oj1) continue;
+        const int64_t ow = oj1 - oj0, zw = ow + kw - 1;
+        const int64_t zc0 = std::max(oj0, cs.start) - oj0;
+        const int64_t zc1 = std::min(oj1 + kw - 1, cs.stop) - oj0;
+        z.assign(static_cast<size_t>((oi1 - oi0 + kh - 1) * zw), T(0));
+        for (int64_t b = b_lo; b < b_hi; ++b) {
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const T* xc = x + (b * C + ch) * H * W;
+            const T* gc = gy + (b * C + ch) * H * W;
+            for (int64_t r = zr0; r < zr1; ++r) {
+              T* zrow = z.data() + r * zw;
+              const int64_t pr = oi0 + r, src_r = g.row_map[pr];
+              if (src_r < 0) continue;  // stays zero
+              const T wr = g.wy[ga * Hp + pr];
+              const T* xrow = xc + src_r * W;
+              for (int64_t cc = zc0; cc < zc1; ++cc) {
+                const int64_t pc = oj0 + cc, src_c = g.col_map[pc];
+                zrow[cc] = src_c < 0 ? T(0) : wr * g.wx[gb * Wp + pc] * xrow[src_c];
+              }
+            }
+            for (int64_t i = oi0; i < oi1; ++i) {
+              const T* grow = gc + i * W + oj0;
+              const int64_t u_lo = std::max<int64_t>(0, zr0 - (i - oi0));
+              const int64_t u_hi = std::min<int64_t>(kh, zr1 - (i - oi0));
+              for (int64_t u = u_lo; u < u_hi; ++u) {
+                const T* zrow = z.data() + (i - oi0 + u) * zw;
+                T* arow = acc.data() + u * kw;
+                for (int64_t v = 0; v < kw; ++v) {
+                  const T* zp = zrow + v;
+                  T s = T(0);
+#pragma omp simd reduction(+ : s)
+                  for (int64_t j = 0; j < ow; ++j) s += grow[j] * zp[j];
+                  arow[v] += s;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    T* out = grad + item * kh * kw;
+    for (int64_t u = 0; u < kh; ++u)
+      for (int64_t v = 0; v < kw; ++v) out[(kh - 1 - u) * kw + (kw - 1 - v)] = acc[u * kw + v];
+  }
+}
+
+}  // namespace pc_conv
+}  // namespace kernels
+}  // namespace fastdeblur
