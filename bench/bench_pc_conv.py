@@ -17,26 +17,9 @@ import torch.nn.functional as F
 
 from bench._timing import measure
 from fastdeblur import _backend, _ext
-from fastdeblur.convolution import _fast_fft_size, pad
+from fastdeblur.convolution import pad
 from fastdeblur.ops import reference
 from fastdeblur.ops.pc_conv import pc_conv, pc_conv_adjoint
-
-
-def pc_conv_local_fft(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str = "reflect"
-                      ) -> torch.Tensor:
-    """``pc_conv`` with each cell's band convolved by FFT on its own window, overlap-added."""
-    k = reference._pc_check(x, grid_kernels, boundary).to(x.dtype)
-    B, C, H, W = x.shape
-    kh, kw = k.shape[-2:]
-    xp = pad(x, (kh - 1 - kh // 2, kh // 2, kw - 1 - kw // 2, kw // 2), boundary)
-    y = x.new_zeros(B, C, H, W)
-    for a, b, (i0, i1, j0, j1), wrow, wcol in reference._pc_blocks(H, W, k, boundary, x.dtype):
-        z = xp[:, :, i0 : i1 + kh - 1, j0 : j1 + kw - 1] * (wrow[:, None] * wcol[None, :])
-        fh, fw = _fast_fft_size(z.shape[-2]), _fast_fft_size(z.shape[-1])
-        spectrum = torch.fft.rfft2(z, s=(fh, fw)) * torch.fft.rfft2(k[:, a, b], s=(fh, fw))[:, None]
-        full = torch.fft.irfft2(spectrum, s=(fh, fw))
-        y[:, :, i0:i1, j0:j1] += full[..., kh - 1 : kh - 1 + i1 - i0, kw - 1 : kw - 1 + j1 - j0]
-    return y
 
 
 def pc_conv_full_image_loop(x: torch.Tensor, grid_kernels: torch.Tensor,
@@ -75,7 +58,7 @@ def run(quick: bool = False) -> list[dict]:
         label = f"{'x'.join(map(str, shape))} k{ks}x{ks} grid{grid}x{grid}"
         with torch.no_grad():
             t_ref = measure(lambda x=x, k=k: reference.pc_conv(x, k), warmup=1, repeat=repeat)
-            t_fft = measure(lambda x=x, k=k: pc_conv_local_fft(x, k), warmup=1, repeat=repeat)
+            t_fft = measure(lambda x=x, k=k: reference.pc_conv_fft(x, k), warmup=1, repeat=repeat)
             subset = [(0, 0), (grid // 2, grid // 2)] if quick else [
                 (a, a) for a in range(0, grid, 2)]
             t_part = measure(lambda x=x, k=k, s=subset: pc_conv_full_image_loop(x, k, s),

@@ -179,3 +179,30 @@ def test_tiled_bad_arguments() -> None:
         tiled_apply(lambda t: t, torch.rand(1, 3, 8, 8), tile=8, overlap=8)
     with pytest.raises(ValueError, match="image must be"):
         tiled_apply(lambda t: t, torch.rand(3, 8, 8))
+
+
+@native
+def test_fused_block_compiles_fullgraph() -> None:
+    block = randomise(NAFBlock(4, fused=True))
+    x = torch.randn(1, 4, 6, 5, requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.sum().backward()
+    block.fused = False
+    assert_close(out, block(x), scale=10)
+
+
+@pytest.mark.cuda
+def test_fused_nafnet_bf16_autocast_on_gpu() -> None:
+    ref = randomise(small_net(), 0.3).cuda()
+    fused = copy.deepcopy(ref).set_fused(True)
+    x = torch.rand(2, 3, 45, 61, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out_fused = fused(x)
+        out_ref = ref(x)
+    exact = ref.double()(x.double())
+    err = (out_fused.double() - exact).abs().max().item()
+    ref_err = (out_ref.double() - exact).abs().max().item()
+    assert err <= 2 * ref_err + 2e-2
+    out_fused.float().square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fused.parameters())

@@ -119,8 +119,10 @@ at::Tensor pixel_rows(const at::Tensor& t) {
   return cl.permute({0, 2, 3, 1}).reshape({-1, t.size(1)});
 }
 
+// The whole forward on whole-image matrices, keeping every intermediate; with
+// head_only, stops after the channel attention (x, xn1, mean1, rstd1, z, g, pooled, s).
 template <typename T>
-Acts forward_impl(const at::Tensor& x4, const Params& p, double eps_d) {
+Acts forward_impl(const at::Tensor& x4, const Params& p, double eps_d, bool head_only = false) {
   Acts a;
   a.N = x4.size(0);
   a.C = x4.size(1);
@@ -157,6 +159,7 @@ Acts forward_impl(const at::Tensor& x4, const Params& p, double eps_d) {
   // conv3(g * s) = g @ (W3 * s)^T + b3
   a.pooled = rowsum.view({N, H, C}).sum(1) / static_cast<double>(H * W);
   a.s = at::addmm(p.bsca, a.pooled, p.Wsca.t());
+  if (head_only) return a;
   const at::Tensor W3s = p.W3.unsqueeze(0) * a.s.unsqueeze(1);  // (N, C_out, C_in)
   a.t = at::bmm(a.g.view({N, H * W, C}), W3s.transpose(1, 2)).view({P, C});  // + b3
   // y = x + beta * t, LN2
@@ -311,55 +314,153 @@ std::vector<at::Tensor> naf_block_backward_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "naf_block_backward_cpu", [&] {
     using T = scalar_t;
-    const Acts a = forward_impl<T>(x, p, eps);
+    const int64_t band_rows = std::max<int64_t>(1, band_pixels(C) / W);
+    const bool banded = N * ((H + band_rows - 1) / band_rows) >= 2 * at::get_num_threads();
+    const Acts a = forward_impl<T>(x, p, eps, /*head_only=*/banded);
     const int64_t P = a.P;
     const at::Tensor dout = pixel_rows(grad_out);
-    const int64_t nc = reduction_chunks(P, kPixelGrain);
-
-    // out = y + gamma * f
-    at::Tensor df = at::empty({P, C}, opts);
-    at::Tensor dgamma_part = at::zeros({nc, C}, opts);
-    for_chunks(P, kPixelGrain, [&](int64_t i, int64_t b, int64_t e) {
-      k::scaled_residual_backward_rows<T>(dout.data_ptr<T>(), a.f.data_ptr<T>(),
-                                          p.b5.data_ptr<T>(), p.gamma.data_ptr<T>(), df.data_ptr<T>(),
-                                          dgamma_part.data_ptr<T>() + i * C, b, e, C);
-    });
-    // f = h W5^T + b5
-    const at::Tensor dh = at::mm(df, p.W5);
-    const at::Tensor dW5 = at::mm(df.t(), a.h);
-    const at::Tensor db5 = df.sum(0);
-    // h = gate(v)
-    at::Tensor dv = at::empty({P, 2 * C}, opts);
-    at::parallel_for(0, P, kPixelGrain, [&](int64_t b, int64_t e) {
-      k::gate_backward_rows<T>(dh.data_ptr<T>(), a.v.data_ptr<T>(), p.b4.data_ptr<T>(),
-                               dv.data_ptr<T>(), b, e, C);
-    });
-    // v = yn W4^T + b4
-    const at::Tensor dW4 = at::mm(dv.t(), a.yn);
-    const at::Tensor db4 = dv.sum(0);
-    const at::Tensor dyn = at::mm(dv, p.W4);
-    // yn = LN2(y), y = x + beta * t; dy = dout + LN2 backward
     at::Tensor dy = at::empty({P, C}, opts);
-    at::Tensor dt = at::empty({P, C}, opts);
-    at::Tensor dn2w_part = at::zeros({nc, C}, opts);
-    at::Tensor dn2b_part = at::zeros({nc, C}, opts);
-    at::Tensor dbeta_part = at::zeros({nc, C}, opts);
-    for_chunks(P, kPixelGrain, [&](int64_t i, int64_t b, int64_t e) {
-      k::layer_norm_backward_rows<T>(dyn.data_ptr<T>(), a.y.data_ptr<T>(), a.mean2.data_ptr<T>(),
-                                     a.rstd2.data_ptr<T>(), p.n2w.data_ptr<T>(),
-                                     dout.data_ptr<T>(), dy.data_ptr<T>(),
-                                     dn2w_part.data_ptr<T>() + i * C,
-                                     dn2b_part.data_ptr<T>() + i * C, b, e, C);
-      k::residual_backward_rows<T>(dy.data_ptr<T>(), a.t.data_ptr<T>(), p.b3.data_ptr<T>(),
-                                   p.beta.data_ptr<T>(),
-                                   dt.data_ptr<T>(), dbeta_part.data_ptr<T>() + i * C, b, e, C);
-    });
-    // t = (g * s) W3^T + b3
-    const at::Tensor dgs = at::mm(dt, p.W3);                            // (P, C)
-    const at::Tensor M = at::bmm(dt.view({N, H * W, C}).transpose(1, 2),
-                                 a.g.view({N, H * W, C}));             // (N, C_out, C_in)
+    at::Tensor dgs, M, dgamma, dW5, db5, dW4, db4, dn2w, dn2b, dbeta, db3;
+    if (banded) {
+      // Everything after the pool, chunk by chunk in cache: recompute the chunk's
+      // forward, then its backward down to dy and dgs (the gradient of g * s).
+      const int64_t HW = H * W;
+      const int64_t chunk = band_pixels(C);
+      const int64_t cpi = (HW + chunk - 1) / chunk;
+      const int64_t tasks = N * cpi;
+      const at::Tensor W3st = (p.W3.unsqueeze(0) * a.s.unsqueeze(1)).transpose(1, 2).contiguous();
+      const at::Tensor W4t = p.W4.t(), W5t = p.W5.t();
+      dgs = at::empty({P, C}, opts);
+      at::Tensor vec_part = at::zeros({tasks, 8, C}, opts);  // per-chunk sums, see below
+      at::Tensor dW5_part = at::empty({tasks, C, C}, opts);
+      at::Tensor dW4_part = at::empty({tasks, 2 * C, C}, opts);
+      at::Tensor M_part = at::empty({tasks, C, C}, opts);
+      at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+        for (int64_t task = tb; task < te; ++task) {
+          const int64_t n = task / cpi;
+          const int64_t q0 = (task % cpi) * chunk;
+          const int64_t npx = std::min(HW, q0 + chunk) - q0;
+          const int64_t row0 = n * HW + q0;
+          T* vp = vec_part.data_ptr<T>() + task * 8 * C;
+          T *dgamma_p = vp, *db5_p = vp + C, *db4_p = vp + 2 * C /* 2C */, *dn2w_p = vp + 4 * C,
+            *dn2b_p = vp + 5 * C, *dbeta_p = vp + 6 * C, *db3_p = vp + 7 * C;
+          const at::Tensor g_t = a.g.narrow(0, row0, npx);
+          const at::Tensor t = at::mm(g_t, W3st[n]);
+          at::Tensor y = at::empty({npx, C}, opts);
+          at::Tensor yn = at::empty({npx, C}, opts);
+          at::Tensor stats = at::empty({2, npx}, opts);
+          T* mean2 = stats.data_ptr<T>();
+          T* rstd2 = mean2 + npx;
+          k::residual_layer_norm_rows<T>(a.x.data_ptr<T>() + row0 * C, t.data_ptr<T>(),
+                                         p.b3.data_ptr<T>(), p.beta.data_ptr<T>(),
+                                         p.n2w.data_ptr<T>(), p.n2b.data_ptr<T>(),
+                                         y.data_ptr<T>(), yn.data_ptr<T>(), mean2, rstd2, 0, npx,
+                                         C, eps);
+          const at::Tensor v = at::mm(yn, W4t);
+          at::Tensor hg = at::empty({npx, C}, opts);
+          k::gate_rows<T>(v.data_ptr<T>(), p.b4.data_ptr<T>(), hg.data_ptr<T>(), 0, npx, C);
+          const at::Tensor f = at::mm(hg, W5t);
+          // out = y + gamma * (f + b5)
+          at::Tensor df = at::empty({npx, C}, opts);
+          k::scaled_residual_backward_rows<T>(dout.data_ptr<T>() + row0 * C, f.data_ptr<T>(),
+                                              p.b5.data_ptr<T>(), p.gamma.data_ptr<T>(),
+                                              df.data_ptr<T>(), dgamma_p, 0, npx, C);
+          const at::Tensor dh = at::mm(df, p.W5);
+          at::Tensor dW5_t = dW5_part[task];
+          at::mm_out(dW5_t, df.t(), hg);
+          at::Tensor dv = at::empty({npx, 2 * C}, opts);
+          k::gate_backward_rows<T>(dh.data_ptr<T>(), v.data_ptr<T>(), p.b4.data_ptr<T>(),
+                                   dv.data_ptr<T>(), 0, npx, C);
+          at::Tensor dW4_t = dW4_part[task];
+          at::mm_out(dW4_t, dv.t(), yn);
+          const at::Tensor dyn = at::mm(dv, p.W4);
+          k::layer_norm_backward_rows<T>(dyn.data_ptr<T>(), y.data_ptr<T>(), mean2, rstd2,
+                                         p.n2w.data_ptr<T>(), dout.data_ptr<T>() + row0 * C,
+                                         dy.data_ptr<T>() + row0 * C, dn2w_p, dn2b_p, 0, npx,
+                                         C);
+          at::Tensor dt = at::empty({npx, C}, opts);
+          k::residual_backward_rows<T>(dy.data_ptr<T>() + row0 * C, t.data_ptr<T>(),
+                                       p.b3.data_ptr<T>(), p.beta.data_ptr<T>(),
+                                       dt.data_ptr<T>(), dbeta_p, 0, npx, C);
+          at::Tensor dgs_t = dgs.narrow(0, row0, npx);
+          at::mm_out(dgs_t, dt, p.W3);
+          at::Tensor M_t = M_part[task];
+          at::mm_out(M_t, dt.t(), g_t);
+          // bias gradients: column sums of the chunk's gradients
+          const T* dfp = df.data_ptr<T>();
+          const T* dvp = dv.data_ptr<T>();
+          const T* dtp = dt.data_ptr<T>();
+          for (int64_t q = 0; q < npx; ++q) {
+            for (int64_t c = 0; c < C; ++c) {
+              db5_p[c] += dfp[q * C + c];
+              db3_p[c] += dtp[q * C + c];
+            }
+            for (int64_t c = 0; c < 2 * C; ++c) db4_p[c] += dvp[q * 2 * C + c];
+          }
+        }
+      });
+      const at::Tensor vec = vec_part.sum(0);  // (8, C)
+      dgamma = vec[0];
+      db5 = vec[1];
+      db4 = vec.narrow(0, 2, 2).reshape({2 * C});
+      dn2w = vec[4];
+      dn2b = vec[5];
+      dbeta = vec[6];
+      db3 = vec[7];
+      dW5 = dW5_part.sum(0);
+      dW4 = dW4_part.sum(0);
+      M = M_part.view({N, cpi, C, C}).sum(1);
+    } else {
+      const int64_t nc = reduction_chunks(P, kPixelGrain);
+      // out = y + gamma * (f + b5)
+      at::Tensor df = at::empty({P, C}, opts);
+      at::Tensor dgamma_part = at::zeros({nc, C}, opts);
+      for_chunks(P, kPixelGrain, [&](int64_t i, int64_t b, int64_t e) {
+        k::scaled_residual_backward_rows<T>(dout.data_ptr<T>(), a.f.data_ptr<T>(),
+                                            p.b5.data_ptr<T>(), p.gamma.data_ptr<T>(),
+                                            df.data_ptr<T>(), dgamma_part.data_ptr<T>() + i * C,
+                                            b, e, C);
+      });
+      // f = h W5^T + b5
+      const at::Tensor dh = at::mm(df, p.W5);
+      dW5 = at::mm(df.t(), a.h);
+      db5 = df.sum(0);
+      // h = gate(v + b4)
+      at::Tensor dv = at::empty({P, 2 * C}, opts);
+      at::parallel_for(0, P, kPixelGrain, [&](int64_t b, int64_t e) {
+        k::gate_backward_rows<T>(dh.data_ptr<T>(), a.v.data_ptr<T>(), p.b4.data_ptr<T>(),
+                                 dv.data_ptr<T>(), b, e, C);
+      });
+      // v = yn W4^T + b4
+      dW4 = at::mm(dv.t(), a.yn);
+      db4 = dv.sum(0);
+      const at::Tensor dyn = at::mm(dv, p.W4);
+      // yn = LN2(y), y = x + beta * (t + b3); dy = dout + LN2 backward
+      at::Tensor dt = at::empty({P, C}, opts);
+      at::Tensor dn2w_part = at::zeros({nc, C}, opts);
+      at::Tensor dn2b_part = at::zeros({nc, C}, opts);
+      at::Tensor dbeta_part = at::zeros({nc, C}, opts);
+      for_chunks(P, kPixelGrain, [&](int64_t i, int64_t b, int64_t e) {
+        k::layer_norm_backward_rows<T>(dyn.data_ptr<T>(), a.y.data_ptr<T>(),
+                                       a.mean2.data_ptr<T>(), a.rstd2.data_ptr<T>(),
+                                       p.n2w.data_ptr<T>(), dout.data_ptr<T>(), dy.data_ptr<T>(),
+                                       dn2w_part.data_ptr<T>() + i * C,
+                                       dn2b_part.data_ptr<T>() + i * C, b, e, C);
+        k::residual_backward_rows<T>(dy.data_ptr<T>(), a.t.data_ptr<T>(), p.b3.data_ptr<T>(),
+                                     p.beta.data_ptr<T>(), dt.data_ptr<T>(),
+                                     dbeta_part.data_ptr<T>() + i * C, b, e, C);
+      });
+      // t = (g * s) W3^T + b3
+      dgs = at::mm(dt, p.W3);                                       // (P, C)
+      M = at::bmm(dt.view({N, H * W, C}).transpose(1, 2),
+                  a.g.view({N, H * W, C}));                         // (N, C_out, C_in)
+      db3 = dt.sum(0);
+      dgamma = dgamma_part.sum(0);
+      dn2w = dn2w_part.sum(0);
+      dn2b = dn2b_part.sum(0);
+      dbeta = dbeta_part.sum(0);
+    }
     const at::Tensor dW3 = (M * a.s.unsqueeze(1)).sum(0);
-    const at::Tensor db3 = dt.sum(0);
     // s = Wsca pooled + bsca; ds[n, c] = sum_p dgs * g = sum_o W3[o, c] M[n, o, c]
     const at::Tensor ds = (M * p.W3.unsqueeze(0)).sum(1);               // (N, C)
     const at::Tensor dWsca = at::mm(ds.t(), a.pooled);
@@ -391,6 +492,7 @@ std::vector<at::Tensor> naf_block_backward_cpu(
     const at::Tensor db1 = dz.sum(0);
     const at::Tensor dxn = at::mm(dz, p.W1);
     // xn1 = LN1(x); dx = dy + LN1 backward
+    const int64_t nc = reduction_chunks(P, kPixelGrain);
     at::Tensor dn1w_part = at::zeros({nc, C}, opts);
     at::Tensor dn1b_part = at::zeros({nc, C}, opts);
     for_chunks(P, kPixelGrain, [&](int64_t i, int64_t b, int64_t e) {
@@ -401,8 +503,7 @@ std::vector<at::Tensor> naf_block_backward_cpu(
     });
     const std::vector<at::Tensor> flat = {
         dn1w_part.sum(0), dn1b_part.sum(0), dW1, db1, dW2, db2, dWsca, dbsca, dW3, db3,
-        dbeta_part.sum(0), dn2w_part.sum(0), dn2b_part.sum(0), dW4, db4, dW5, db5,
-        dgamma_part.sum(0)};
+        dbeta, dn2w, dn2b, dW4, db4, dW5, db5, dgamma};
     for (size_t i = 0; i < flat.size(); ++i) {
       grads.push_back(flat[i].reshape(params[i].sizes()).contiguous());
     }

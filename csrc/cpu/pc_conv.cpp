@@ -13,68 +13,21 @@
 
 #include "common.h"
 #include "cpu/pc_conv.h"
+#include "pc_conv_axis.h"
 
 namespace fastdeblur {
 namespace {
 
 namespace k = kernels::pc_conv;
 
-// Same mapping as fastdeblur.convolution.boundary_index.
-int64_t map_index(int64_t i, int64_t n, Boundary boundary) {
-  switch (boundary) {
-    case Boundary::kReflect: {
-      if (n == 1) return 0;
-      const int64_t period = 2 * (n - 1);
-      int64_t f = i % period;
-      if (f < 0) f += period;
-      return f >= n ? period - f : f;
-    }
-    case Boundary::kReplicate:
-      return std::min(std::max<int64_t>(i, 0), n - 1);
-    case Boundary::kCircular: {
-      int64_t f = i % n;
-      return f < 0 ? f + n : f;
-    }
-    case Boundary::kZero:
-    default:
-      return (i >= 0 && i < n) ? i : -1;
-  }
-}
-
-// One padded axis: boundary map, padded weights of every grid line, their non-zero segments.
+// One padded axis with its runs as the CPU kernels' segments.
 template <typename T>
-struct Axis {
-  std::vector<int64_t> map;
-  std::vector<T> weights;  // (cells, n + before + after)
+struct Axis : pc_conv_geometry::Axis<T> {
   std::vector<k::Segment> segments;
 
-  Axis(int64_t n, int64_t cells, int64_t before, int64_t after, Boundary boundary) {
-    const int64_t np = n + before + after;
-    map.resize(np);
-    for (int64_t s = 0; s < np; ++s) map[s] = map_index(s - before, n, boundary);
-    // Same arithmetic as fastdeblur.ops.reference.pc_axis_weights (float64, then cast).
-    std::vector<double> t(n);
-    const double scale = static_cast<double>(cells) / static_cast<double>(n);
-    for (int64_t r = 0; r < n; ++r) {
-      const double tr = (static_cast<double>(r) + 0.5) * scale - 0.5;
-      t[r] = std::min(std::max(tr, 0.0), static_cast<double>(cells) - 1.0);
-    }
-    weights.assign(cells * np, T(0));
-    for (int64_t a = 0; a < cells; ++a) {
-      int64_t start = -1;
-      for (int64_t s = 0; s < np; ++s) {
-        double w = 0.0;
-        if (map[s] >= 0) w = std::max(0.0, 1.0 - std::abs(t[map[s]] - static_cast<double>(a)));
-        weights[a * np + s] = static_cast<T>(w);
-        const bool nz = static_cast<T>(w) != T(0);
-        if (nz && start < 0) start = s;
-        if (!nz && start >= 0) {
-          segments.push_back({a, start, s});
-          start = -1;
-        }
-      }
-      if (start >= 0) segments.push_back({a, start, np});
-    }
+  Axis(int64_t n, int64_t cells, int64_t before, int64_t after, Boundary boundary)
+      : pc_conv_geometry::Axis<T>(n, cells, before, after, boundary) {
+    for (const auto& r : this->runs) segments.push_back({r.cell, r.start, r.stop});
   }
 };
 

@@ -2,5 +2,6 @@
 (:mod:`fastdeblur.ops.reference`), native CPU/CUDA kernels and a Triton version."""
 
 from fastdeblur.ops.grnn import grnn
+from fastdeblur.ops.pc_conv import grid_to_pixel_kernels, pc_conv, pc_conv_adjoint
 
-__all__ = ["grnn"]
+__all__ = ["grid_to_pixel_kernels", "grnn", "pc_conv", "pc_conv_adjoint"]

@@ -65,6 +65,17 @@ def _check(x: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
             raise ValueError(f"{name} must be on {x.device} like x, got {p.device}")
 
 
+@torch.compiler.assume_constant_result
+def _requested_triton() -> bool:
+    return _backend.requested() == "triton"
+
+
+@torch.compiler.assume_constant_result
+def _select_backend(device_type: str) -> str:
+    # A constant while compiling: dynamo cannot trace the dispatcher queries behind it.
+    return _backend.select("naf_block", torch.device(device_type))
+
+
 def naf_block(x: torch.Tensor, params: Sequence[torch.Tensor], eps: float = 1e-6) -> torch.Tensor:
     """One NAF block, fused where a kernel exists (see module docstring).
 
@@ -85,11 +96,11 @@ def naf_block(x: torch.Tensor, params: Sequence[torch.Tensor], eps: float = 1e-6
         dtype = torch.get_autocast_dtype("cuda")
         with torch.autocast("cuda", enabled=False):
             return naf_block(x.to(dtype), [p.to(dtype) for p in params], eps)
-    backend = _backend.select("naf_block", x.device)
+    backend = _select_backend(x.device.type)
     if backend == "native" and x.device.type == "cpu" and x.dtype in (torch.float32,
                                                                       torch.float64):
         return torch.ops.fastdeblur.naf_block(x, *params, eps)
-    explicit = _backend.requested() == "triton"
+    explicit = _requested_triton()
     # The Triton kernels hold whole C x C weight tiles in registers: right for the wide,
     # high-resolution levels (C <= 64), not for the deep ones, where the block is
     # GEMM-bound and cuBLAS GEMMs (the reference in the autocast dtype) win.

@@ -104,6 +104,13 @@ def test_reference_matches_definition(shape, boundary):
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_reference_fft_matches_direct(boundary):
+    for shape in SHAPES:
+        x, k = _inputs(shape)
+        assert_close(reference.pc_conv_fft(x, k, boundary), reference.pc_conv(x, k, boundary))
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("grid", [(1, 1), (3, 4)])
 def test_equal_kernels_is_blur(backend, boundary, grid):
     g = torch.Generator().manual_seed(3)
@@ -417,3 +424,44 @@ def test_triton_interpreter():
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ok" in done.stdout
+
+
+# ---- CUDA (run on a GPU machine) ----
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_reference(boundary, dtype):
+    if not _ext.has_kernel("pc_conv", "CUDA"):
+        pytest.skip("native CUDA kernels not built")
+    shapes = SHAPES + [(1, 3, 200, 150, 4, 3, 31, 31, True), (1, 1, 40, 50, 2, 2, 101, 99, True)]
+    for shape in shapes:
+        x, k = _inputs(shape, dtype)
+        x, k = x.cuda().requires_grad_(), k.cuda().requires_grad_()
+        g = torch.randn_like(x)
+        with _backend.use_backend("native"):
+            y = pc_conv(x, k, boundary)
+            a = pc_conv_adjoint(x, k, boundary)
+            gx, gk = torch.autograd.grad((y * g).sum() + (a * g).sum(), (x, k))
+        xr = x.detach().cpu().double().requires_grad_()
+        kr = k.detach().cpu().double().requires_grad_()
+        yr = reference.pc_conv(xr, kr, boundary)
+        ar = reference.pc_conv_adjoint(xr, kr, boundary)
+        rx, rk = torch.autograd.grad((yr * g.cpu().double()).sum() + (ar * g.cpu().double()).sum(),
+                                     (xr, kr))
+        scale = 10.0 if dtype == torch.float32 else 1.0  # long fp32 sums, atomics in the fold
+        for got, want in ((y, yr), (a, ar), (gx, rx), (gk, rk)):
+            assert_close(got.cpu(), want, dtype=dtype, scale=scale)
+
+
+@pytest.mark.cuda
+def test_cuda_triton_matches_reference():
+    pytest.importorskip("triton")
+    x = torch.rand(2, 3, 45, 70, device="cuda")
+    k = torch.rand(2, 3, 4, 9, 7, device="cuda")
+    with _backend.use_backend("triton"):
+        for b in BOUNDARIES:
+            assert_close(pc_conv(x, k, b).cpu(), reference.pc_conv(x.cpu(), k.cpu(), b), scale=10)
+            assert_close(pc_conv_adjoint(x, k, b).cpu(),
+                         reference.pc_conv_adjoint(x.cpu(), k.cpu(), b), scale=10)
