@@ -240,3 +240,18 @@ def test_cli_errors(image_dir: Path, tmp_path: Path, extra: list[str], message: 
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_shipped_weights_load_and_run() -> None:
+    from fastdeblur.models.pretrained import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / "nafnet_deblur.safetensors"
+    if not path.is_file():
+        pytest.skip("no shipped NAFNet weights in this checkout")
+    assert path.stat().st_size <= 20 * 2**20
+    assert path.with_suffix(".md").is_file()  # the model card ships beside the weights
+    model = load_nafnet()
+    assert load_nafnet() is model  # cached
+    image = torch.rand(1, 3, 24, 24)
+    out = nafnet_deblur(image)
+    assert out.shape == image.shape and torch.isfinite(out).all()

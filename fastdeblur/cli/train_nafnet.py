@@ -91,9 +91,11 @@ def nafnet(
         batch_size=batch_size, steps=total, epoch_size=epoch_size, lr=lr, loss=loss,
         ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
     )
-    command = format_command(["fastdeblur", "train", "nafnet", *sys.argv[1:]]) \
-        if sys.argv and "nafnet" not in sys.argv[1:2] else format_command(
-            ["fastdeblur", "train", *sys.argv[1:]])
+    # The options as typed, after "train nafnet" (or after the module name when run standalone).
+    argv = sys.argv[1:]
+    if "nafnet" in argv:
+        argv = argv[argv.index("nafnet") + 1 :]
+    command = format_command(["fastdeblur", "train", "nafnet", *argv])
     result = train_nafnet(cfg, out, resume=resume, export=export, command=command,
                           max_steps=max_steps, progress=progress,
                           checkpoint_every=checkpoint_every)
