@@ -89,7 +89,14 @@ def eval_synthetic(model: torch.nn.Module, train_config: dict, pairs: int, patch
     """PSNR/SSIM per blur family on pairs cut from the held-out validation images."""
     from skimage.metrics import structural_similarity
 
-    images = load_rgb_images(train_config.get("images", [None]))
+    # Recorded paths are relative to the repository or the training machine: a folder that is
+    # not there is looked up by name in the shared data.
+    sources = []
+    for source in train_config.get("images", [None]):
+        if source is not None and not Path(source).is_dir():
+            source = str(SHARED / Path(source).name)
+        sources.append(source)
+    images = load_rgb_images(sources)
     _, val_images = split_images(images, train_config.get("val_fraction", 0.15),
                                  seed=train_config.get("seed", 0))
     out = {}

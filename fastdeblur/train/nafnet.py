@@ -420,6 +420,7 @@ def export_nafnet(
     command: str | None = None,
     metrics: dict[str, Any] | None = None,
     description: str | None = None,
+    images: Sequence[str | None] | None = None,
 ) -> Path:
     """Copy a run's best EMA weights to ``path`` (safetensors) and write its model card.
 
@@ -429,6 +430,8 @@ def export_nafnet(
         command: The training command, for the card.
         metrics: Extra held-out metrics for the card (e.g. benchmark results).
         description: First paragraph of the card.
+        images: The training image sources to record instead of the run's (e.g. a path
+            relative to the repository instead of a machine's absolute path).
 
     Returns:
         The weights path.
@@ -438,6 +441,8 @@ def export_nafnet(
     out = Path(out_dir)
     tensors, meta = load_safetensors(out / "best.safetensors")
     meta.pop("format", None)
+    if images is not None:
+        meta.setdefault("train_config", {})["images"] = list(images)
     path = export_safetensors(tensors, path, metadata={"format": "fastdeblur.nafnet", **meta})
     cfg = meta.get("train_config", {})
     images = ", ".join("skimage.data photos" if s is None else str(s)
