@@ -204,6 +204,9 @@ void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Ten
   at::Tensor g = at::empty({N * HW, C}, opts);
   at::Tensor rowsum = at::empty({N * H, C}, opts);
   at::parallel_for(0, N * bands_per_image, 1, [&](int64_t b, int64_t e) {
+    // Worker threads do not inherit the caller's dispatch state: keep the ATen calls
+    // below autograd (the parameters require grad; nothing here is differentiated).
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     for (int64_t task = b; task < e; ++task) {
       const int64_t n = task / bands_per_image;
       const int64_t h0 = (task % bands_per_image) * band_rows;
@@ -229,6 +232,9 @@ void forward_banded(const at::Tensor& x4, const Params& p, double eps_d, at::Ten
   const int64_t chunk = band_pixels(C);
   const int64_t chunks_per_image = (HW + chunk - 1) / chunk;
   at::parallel_for(0, N * chunks_per_image, 1, [&](int64_t b, int64_t e) {
+    // Worker threads do not inherit the caller's dispatch state: keep the ATen calls
+    // below autograd (the parameters require grad; nothing here is differentiated).
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     for (int64_t task = b; task < e; ++task) {
       const int64_t n = task / chunks_per_image;
       const int64_t q0 = (task % chunks_per_image) * chunk;
@@ -336,6 +342,8 @@ std::vector<at::Tensor> naf_block_backward_cpu(
       at::Tensor dW4_part = at::empty({tasks, 2 * C, C}, opts);
       at::Tensor M_part = at::empty({tasks, C, C}, opts);
       at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+        // (see forward_banded: no autograd on worker threads)
+        const at::AutoDispatchBelowADInplaceOrView below_autograd;
         for (int64_t task = tb; task < te; ++task) {
           const int64_t n = task / cpi;
           const int64_t q0 = (task % cpi) * chunk;

@@ -68,7 +68,8 @@ def _select(device: torch.device, dtype: torch.dtype) -> str:
     # The native kernels are written for float32/float64; other dtypes take the reference
     # (or Triton on a GPU, which computes in float32).
     if backend == "native" and dtype not in _NATIVE_DTYPES:
-        return "reference"
+        on_gpu = device.type == "cuda" and _backend.triton_can_run(device)
+        return "triton" if on_gpu else "reference"
     # The Triton kernels accumulate in float32: float64 keeps its precision on the reference.
     if backend == "triton" and dtype == torch.float64:
         return "reference"

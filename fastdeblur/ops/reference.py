@@ -221,7 +221,8 @@ def pc_conv_fft(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str = "re
                 ) -> torch.Tensor:
     """:func:`pc_conv` with each cell's band convolved by FFT on its own window (local-FFT
     overlap-add). Same result to float rounding; its cost barely depends on the kernel size,
-    so it beats the direct forms for large kernels (about 15 × 15 taps and up on a CPU).
+    so it beats the direct forms for large kernels (on a 2-core CPU the crossover with the
+    native direct kernel lies between 15 × 15 and 31 × 31 taps, see bench/bench_pc_conv.py).
 
     Args and returns as :func:`pc_conv`.
     """

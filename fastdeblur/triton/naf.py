@@ -179,105 +179,152 @@ def _atomic_mat(ptr, rows, cols, C, val):
 def _tail_bwd(g_ptr, x_ptr, s_ptr, dout_ptr, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, n2b_ptr, w4_ptr,
               b4_ptr, w5_ptr, b5_ptr, gamma_ptr, dy_ptr, dgs_ptr, ds_ptr,
               gw3_ptr, gb3_ptr, gbeta_ptr, gn2w_ptr, gn2b_ptr, gw4_ptr, gb4_ptr, gw5_ptr, gb5_ptr,
-              ggamma_ptr, HW, C, eps,
+              ggamma_ptr, HW, C, eps, ITERS,
               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, DOT_BF16: tl.constexpr):
+    """Backward of _tail over ITERS consecutive pixel blocks of image n; the parameter
+    gradients are summed in registers and added with one set of atomics a program."""
     pid = tl.program_id(0)
     n = tl.program_id(1)
-    offs = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     cols = tl.arange(0, BLOCK_C)
-    pmask = offs < HW
     cmask = cols < C
-    m2 = pmask[:, None] & cmask[None, :]
-    idx = (n * HW + offs)[:, None] * C + cols[None, :]
-    g = tl.load(g_ptr + idx, mask=m2, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + idx, mask=m2, other=0.0).to(tl.float32)
-    dout = tl.load(dout_ptr + idx, mask=m2, other=0.0).to(tl.float32)
     s = tl.load(s_ptr + n * C + cols, mask=cmask, other=0.0).to(tl.float32)
-    gs, t, y, yn, yhat, rstd, va, vb, hg, f = _tail_forward(
-        g, x, s, cols, cmask, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, n2b_ptr, w4_ptr, b4_ptr,
-        w5_ptr, b5_ptr, C, eps, BLOCK_C, DOT_BF16)
-    # rows outside the image must not contribute to any parameter gradient
-    yn = tl.where(m2, yn, 0.0)
-    hg = tl.where(m2, hg, 0.0)
-    gs = tl.where(m2, gs, 0.0)
-    # out = y + gamma * f
     gamma = tl.load(gamma_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    tl.atomic_add(ggamma_ptr + cols, tl.sum(dout * f, axis=0), mask=cmask)
-    df = dout * gamma[None, :]
-    # f = hg W5^T + b5
-    dh = _dot(df, _load_mat(w5_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
-    _atomic_mat(gw5_ptr, cols, cols, C, _dot(tl.trans(df), hg, DOT_BF16))
-    tl.atomic_add(gb5_ptr + cols, tl.sum(df, axis=0), mask=cmask)
-    # hg = va * vb; v = yn W4^T + b4
-    dva = dh * vb
-    dvb = dh * va
-    _atomic_mat(gw4_ptr, cols, cols, C, _dot(tl.trans(dva), yn, DOT_BF16))
-    _atomic_mat(gw4_ptr + C * C, cols, cols, C, _dot(tl.trans(dvb), yn, DOT_BF16))
-    tl.atomic_add(gb4_ptr + cols, tl.sum(dva, axis=0), mask=cmask)
-    tl.atomic_add(gb4_ptr + C + cols, tl.sum(dvb, axis=0), mask=cmask)
-    dyn = _dot(dva, _load_mat(w4_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
-    dyn += _dot(dvb, _load_mat(w4_ptr + C * C, C, cols, cols, C, BLOCK_C), DOT_BF16)
-    # yn = LN2(y)
-    n2w = tl.load(n2w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    tl.atomic_add(gn2w_ptr + cols, tl.sum(dyn * yhat, axis=0), mask=cmask)
-    tl.atomic_add(gn2b_ptr + cols, tl.sum(dyn, axis=0), mask=cmask)
-    dyhat = dyn * n2w[None, :]
-    mean1 = tl.sum(dyhat, axis=1) / C
-    mean2 = tl.sum(dyhat * yhat, axis=1) / C
-    dy = dout + rstd[:, None] * (dyhat - mean1[:, None] - yhat * mean2[:, None])
-    dy = tl.where(m2, dy, 0.0)
-    # y = x + beta * t
     beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    tl.atomic_add(gbeta_ptr + cols, tl.sum(dy * t, axis=0), mask=cmask)
-    dt = dy * beta[None, :]
-    # t = gs W3^T + b3
-    dgs = _dot(dt, _load_mat(w3_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
-    _atomic_mat(gw3_ptr, cols, cols, C, _dot(tl.trans(dt), gs, DOT_BF16))
-    tl.atomic_add(gb3_ptr + cols, tl.sum(dt, axis=0), mask=cmask)
-    # gs = g * s: ds[n] = sum_p dgs * g
-    tl.atomic_add(ds_ptr + n * C + cols, tl.sum(dgs * g, axis=0), mask=cmask)
-    tl.store(dy_ptr + idx, dy, mask=m2)
-    tl.store(dgs_ptr + idx, dgs, mask=m2)
+    n2w = tl.load(n2w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    # (the weights are re-read from cache every block: holding them and the four
+    # gradient accumulators in registers would spill)
+    acc_w5 = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    acc_w4a = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    acc_w4b = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    acc_w3 = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    acc_gamma = tl.zeros((BLOCK_C,), tl.float32)
+    acc_b5 = tl.zeros((BLOCK_C,), tl.float32)
+    acc_b4a = tl.zeros((BLOCK_C,), tl.float32)
+    acc_b4b = tl.zeros((BLOCK_C,), tl.float32)
+    acc_n2w = tl.zeros((BLOCK_C,), tl.float32)
+    acc_n2b = tl.zeros((BLOCK_C,), tl.float32)
+    acc_beta = tl.zeros((BLOCK_C,), tl.float32)
+    acc_b3 = tl.zeros((BLOCK_C,), tl.float32)
+    acc_ds = tl.zeros((BLOCK_C,), tl.float32)
+    for it in range(ITERS):
+        offs = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = offs < HW
+        m2 = pmask[:, None] & cmask[None, :]
+        idx = (n * HW + offs)[:, None] * C + cols[None, :]
+        g = tl.load(g_ptr + idx, mask=m2, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + idx, mask=m2, other=0.0).to(tl.float32)
+        dout = tl.load(dout_ptr + idx, mask=m2, other=0.0).to(tl.float32)
+        gs, t, y, yn, yhat, rstd, va, vb, hg, f = _tail_forward(
+            g, x, s, cols, cmask, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, n2b_ptr, w4_ptr, b4_ptr,
+            w5_ptr, b5_ptr, C, eps, BLOCK_C, DOT_BF16)
+        # rows outside the image must not contribute to any parameter gradient
+        yn = tl.where(m2, yn, 0.0)
+        hg = tl.where(m2, hg, 0.0)
+        gs = tl.where(m2, gs, 0.0)
+        # out = y + gamma * f
+        acc_gamma += tl.sum(dout * f, axis=0)
+        df = dout * gamma[None, :]
+        # f = hg W5^T + b5
+        dh = _dot(df, _load_mat(w5_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
+        acc_w5 += _dot(tl.trans(df), hg, DOT_BF16)
+        acc_b5 += tl.sum(df, axis=0)
+        # hg = va * vb; v = yn W4^T + b4
+        dva = dh * vb
+        dvb = dh * va
+        acc_w4a += _dot(tl.trans(dva), yn, DOT_BF16)
+        acc_w4b += _dot(tl.trans(dvb), yn, DOT_BF16)
+        acc_b4a += tl.sum(dva, axis=0)
+        acc_b4b += tl.sum(dvb, axis=0)
+        dyn = _dot(dva, _load_mat(w4_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
+        dyn += _dot(dvb, _load_mat(w4_ptr + C * C, C, cols, cols, C, BLOCK_C), DOT_BF16)
+        # yn = LN2(y)
+        acc_n2w += tl.sum(dyn * yhat, axis=0)
+        acc_n2b += tl.sum(dyn, axis=0)
+        dyhat = dyn * n2w[None, :]
+        mean1 = tl.sum(dyhat, axis=1) / C
+        mean2 = tl.sum(dyhat * yhat, axis=1) / C
+        dy = dout + rstd[:, None] * (dyhat - mean1[:, None] - yhat * mean2[:, None])
+        dy = tl.where(m2, dy, 0.0)
+        # y = x + beta * t
+        acc_beta += tl.sum(dy * t, axis=0)
+        dt = dy * beta[None, :]
+        # t = gs W3^T + b3
+        dgs = _dot(dt, _load_mat(w3_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
+        acc_w3 += _dot(tl.trans(dt), gs, DOT_BF16)
+        acc_b3 += tl.sum(dt, axis=0)
+        # gs = g * s: ds[n] = sum_p dgs * g
+        acc_ds += tl.sum(dgs * g, axis=0)
+        tl.store(dy_ptr + idx, dy, mask=m2)
+        tl.store(dgs_ptr + idx, dgs, mask=m2)
+    _atomic_mat(gw5_ptr, cols, cols, C, acc_w5)
+    _atomic_mat(gw4_ptr, cols, cols, C, acc_w4a)
+    _atomic_mat(gw4_ptr + C * C, cols, cols, C, acc_w4b)
+    _atomic_mat(gw3_ptr, cols, cols, C, acc_w3)
+    tl.atomic_add(ggamma_ptr + cols, acc_gamma, mask=cmask)
+    tl.atomic_add(gb5_ptr + cols, acc_b5, mask=cmask)
+    tl.atomic_add(gb4_ptr + cols, acc_b4a, mask=cmask)
+    tl.atomic_add(gb4_ptr + C + cols, acc_b4b, mask=cmask)
+    tl.atomic_add(gn2w_ptr + cols, acc_n2w, mask=cmask)
+    tl.atomic_add(gn2b_ptr + cols, acc_n2b, mask=cmask)
+    tl.atomic_add(gbeta_ptr + cols, acc_beta, mask=cmask)
+    tl.atomic_add(gb3_ptr + cols, acc_b3, mask=cmask)
+    tl.atomic_add(ds_ptr + n * C + cols, acc_ds, mask=cmask)
 
 
 @triton.jit
 def _dwconv_gate_bwd(z_ptr, w2_ptr, b2_ptr, dgs_ptr, s_ptr, dpool_ptr, du_ptr, gw2_ptr, gb2_ptr,
-                     H, W, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                     H, W, C, ITERS, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Backward of _dwconv_gate over ITERS pixel blocks of image n: du, and the tap and
+    bias gradients (summed in registers: row k of acc_wa / acc_wb is tap k)."""
     pid = tl.program_id(0)
     n = tl.program_id(1)
     HW = H * W
-    offs = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     cols = tl.arange(0, BLOCK_C)
-    pmask = offs < HW
     cmask = cols < C
-    h = offs // W
-    w = offs % W
+    taps = tl.arange(0, 16)
     img_base = n * HW
-    m2 = pmask[:, None] & cmask[None, :]
-    ua, ub = _dwconv_halves(z_ptr, w2_ptr, b2_ptr, img_base, h, w, pmask, cols, cmask, H, W, C,
-                            BLOCK_P, BLOCK_C)
-    idx = (img_base + offs)[:, None] * C + cols[None, :]
     s = tl.load(s_ptr + n * C + cols, mask=cmask, other=0.0)
     dpool = tl.load(dpool_ptr + n * C + cols, mask=cmask, other=0.0)
-    dg = tl.load(dgs_ptr + idx, mask=m2, other=0.0) * s[None, :] + dpool[None, :]
-    dg = tl.where(m2, dg, 0.0)
-    dua = dg * ub
-    dub = dg * ua
-    uidx = (img_base + offs)[:, None] * (2 * C) + cols[None, :]
-    tl.store(du_ptr + uidx, dua, mask=m2)
-    tl.store(du_ptr + uidx + C, dub, mask=m2)
-    tl.atomic_add(gb2_ptr + cols, tl.sum(dua, axis=0), mask=cmask)
-    tl.atomic_add(gb2_ptr + C + cols, tl.sum(dub, axis=0), mask=cmask)
-    for k in tl.static_range(9):
-        hh = h + (k // 3 - 1)
-        ww = w + (k % 3 - 1)
-        ok = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        m = ok[:, None] & cmask[None, :]
-        src = z_ptr + (img_base + hh * W + ww)[:, None] * (2 * C) + cols[None, :]
-        za = tl.load(src, mask=m, other=0.0).to(tl.float32)
-        zb = tl.load(src + C, mask=m, other=0.0).to(tl.float32)
-        tl.atomic_add(gw2_ptr + cols * 9 + k, tl.sum(dua * za, axis=0), mask=cmask)
-        tl.atomic_add(gw2_ptr + (C + cols) * 9 + k, tl.sum(dub * zb, axis=0), mask=cmask)
+    acc_wa = tl.zeros((16, BLOCK_C), tl.float32)
+    acc_wb = tl.zeros((16, BLOCK_C), tl.float32)
+    acc_ba = tl.zeros((BLOCK_C,), tl.float32)
+    acc_bb = tl.zeros((BLOCK_C,), tl.float32)
+    for it in range(ITERS):
+        offs = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = offs < HW
+        h = offs // W
+        w = offs % W
+        m2 = pmask[:, None] & cmask[None, :]
+        ua, ub = _dwconv_halves(z_ptr, w2_ptr, b2_ptr, img_base, h, w, pmask, cols, cmask, H, W,
+                                C, BLOCK_P, BLOCK_C)
+        idx = (img_base + offs)[:, None] * C + cols[None, :]
+        dg = tl.load(dgs_ptr + idx, mask=m2, other=0.0) * s[None, :] + dpool[None, :]
+        dg = tl.where(m2, dg, 0.0)
+        dua = dg * ub
+        dub = dg * ua
+        uidx = (img_base + offs)[:, None] * (2 * C) + cols[None, :]
+        tl.store(du_ptr + uidx, dua, mask=m2)
+        tl.store(du_ptr + uidx + C, dub, mask=m2)
+        acc_ba += tl.sum(dua, axis=0)
+        acc_bb += tl.sum(dub, axis=0)
+        for k in tl.static_range(9):
+            hh = h + (k // 3 - 1)
+            ww = w + (k % 3 - 1)
+            ok = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+            m = ok[:, None] & cmask[None, :]
+            src = z_ptr + (img_base + hh * W + ww)[:, None] * (2 * C) + cols[None, :]
+            za = tl.load(src, mask=m, other=0.0).to(tl.float32)
+            zb = tl.load(src + C, mask=m, other=0.0).to(tl.float32)
+            acc_wa = tl.where(taps[:, None] == k, acc_wa + tl.sum(dua * za, axis=0)[None, :],
+                              acc_wa)
+            acc_wb = tl.where(taps[:, None] == k, acc_wb + tl.sum(dub * zb, axis=0)[None, :],
+                              acc_wb)
+    tmask = (taps[:, None] < 9) & cmask[None, :]
+    # conv2 weight (2C, 1, 3, 3): tap k of channel c at c * 9 + k
+    tl.atomic_add(gw2_ptr + cols[None, :] * 9 + taps[:, None], acc_wa, mask=tmask)
+    tl.atomic_add(gw2_ptr + (C + cols[None, :]) * 9 + taps[:, None], acc_wb, mask=tmask)
+    tl.atomic_add(gb2_ptr + cols, acc_ba, mask=cmask)
+    tl.atomic_add(gb2_ptr + C + cols, acc_bb, mask=cmask)
 
 
 @triton.jit
@@ -311,45 +358,78 @@ def _dwconv_transpose(du_ptr, w2_ptr, dz_ptr, H, W, C2,
 
 @triton.jit
 def _ln_conv1_bwd(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, dz_ptr, dy_ptr, dx_ptr, gn1w_ptr, gn1b_ptr,
-                  gw1_ptr, gb1_ptr, P, C, eps,
+                  gw1_ptr, gb1_ptr, P, C, eps, ITERS,
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, DOT_BF16: tl.constexpr):
+    """Backward of _ln_conv1 plus the residual gradient dy, over ITERS pixel blocks."""
     pid = tl.program_id(0)
-    rows = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     cols = tl.arange(0, BLOCK_C)
-    pmask = rows < P
     cmask = cols < C
-    m2 = pmask[:, None] & cmask[None, :]
-    x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0).to(tl.float32)
     w = tl.load(n1w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     b = tl.load(n1b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    xn, xhat, rstd = _layer_norm(x, w, b, cmask, C, eps)
-    xn = tl.where(m2, xn, 0.0)
-    zidx = rows[:, None] * (2 * C) + cols[None, :]
-    dza = tl.load(dz_ptr + zidx, mask=m2, other=0.0)
-    dzb = tl.load(dz_ptr + zidx + C, mask=m2, other=0.0)
-    _atomic_mat(gw1_ptr, cols, cols, C, _dot(tl.trans(dza), xn, DOT_BF16))
-    _atomic_mat(gw1_ptr + C * C, cols, cols, C, _dot(tl.trans(dzb), xn, DOT_BF16))
-    tl.atomic_add(gb1_ptr + cols, tl.sum(dza, axis=0), mask=cmask)
-    tl.atomic_add(gb1_ptr + C + cols, tl.sum(dzb, axis=0), mask=cmask)
-    dxn = _dot(dza, _load_mat(w1_ptr, C, cols, cols, C, BLOCK_C), DOT_BF16)
-    dxn += _dot(dzb, _load_mat(w1_ptr + C * C, C, cols, cols, C, BLOCK_C), DOT_BF16)
-    tl.atomic_add(gn1w_ptr + cols, tl.sum(dxn * xhat, axis=0), mask=cmask)
-    tl.atomic_add(gn1b_ptr + cols, tl.sum(dxn, axis=0), mask=cmask)
-    dxhat = dxn * w[None, :]
-    mean1 = tl.sum(dxhat, axis=1) / C
-    mean2 = tl.sum(dxhat * xhat, axis=1) / C
-    dy = tl.load(dy_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0)
-    dx = dy + rstd[:, None] * (dxhat - mean1[:, None] - xhat * mean2[:, None])
-    tl.store(dx_ptr + rows[:, None] * C + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m2)
+    w1a = _load_mat(w1_ptr, C, cols, cols, C, BLOCK_C)
+    w1b = _load_mat(w1_ptr + C * C, C, cols, cols, C, BLOCK_C)
+    acc_w1a = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    acc_w1b = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    acc_b1a = tl.zeros((BLOCK_C,), tl.float32)
+    acc_b1b = tl.zeros((BLOCK_C,), tl.float32)
+    acc_n1w = tl.zeros((BLOCK_C,), tl.float32)
+    acc_n1b = tl.zeros((BLOCK_C,), tl.float32)
+    for it in range(ITERS):
+        rows = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
+        pmask = rows < P
+        m2 = pmask[:, None] & cmask[None, :]
+        x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0).to(
+            tl.float32)
+        xn, xhat, rstd = _layer_norm(x, w, b, cmask, C, eps)
+        xn = tl.where(m2, xn, 0.0)
+        zidx = rows[:, None] * (2 * C) + cols[None, :]
+        dza = tl.load(dz_ptr + zidx, mask=m2, other=0.0)
+        dzb = tl.load(dz_ptr + zidx + C, mask=m2, other=0.0)
+        acc_w1a += _dot(tl.trans(dza), xn, DOT_BF16)
+        acc_w1b += _dot(tl.trans(dzb), xn, DOT_BF16)
+        acc_b1a += tl.sum(dza, axis=0)
+        acc_b1b += tl.sum(dzb, axis=0)
+        dxn = _dot(dza, w1a, DOT_BF16) + _dot(dzb, w1b, DOT_BF16)
+        acc_n1w += tl.sum(dxn * xhat, axis=0)
+        acc_n1b += tl.sum(dxn, axis=0)
+        dxhat = dxn * w[None, :]
+        mean1 = tl.sum(dxhat, axis=1) / C
+        mean2 = tl.sum(dxhat * xhat, axis=1) / C
+        dy = tl.load(dy_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0)
+        dx = dy + rstd[:, None] * (dxhat - mean1[:, None] - xhat * mean2[:, None])
+        tl.store(dx_ptr + rows[:, None] * C + cols[None, :], dx.to(dx_ptr.dtype.element_ty),
+                 mask=m2)
+    _atomic_mat(gw1_ptr, cols, cols, C, acc_w1a)
+    _atomic_mat(gw1_ptr + C * C, cols, cols, C, acc_w1b)
+    tl.atomic_add(gb1_ptr + cols, acc_b1a, mask=cmask)
+    tl.atomic_add(gb1_ptr + C + cols, acc_b1b, mask=cmask)
+    tl.atomic_add(gn1w_ptr + cols, acc_n1w, mask=cmask)
+    tl.atomic_add(gn1b_ptr + cols, acc_n1b, mask=cmask)
 
 
 def _block_c(C: int) -> int:
     return max(16, triton.next_power_of_2(C))
 
 
-def _block_p(block_c: int) -> int:
-    """Pixels a program: about 4096 fp32 values a register tile."""
-    return max(16, min(128, 4096 // block_c))
+# Pixels a program at C <= 32 for each kernel; wider blocks take proportionally fewer.
+# Chosen from ptxas resource usage of the bf16 kernels on sm_90 at 8 warps, C = 32 and
+# 64: no spills except _tail_bwd (about 700 bytes a thread: its four C x C gradient
+# accumulators live across the loop over ITERS pixel blocks, which in exchange cuts its
+# atomics by ITERS).
+_BASE_BLOCK_P = {"ln_conv1": 128, "dwconv_gate": 64, "tail": 128, "tail_bwd": 16,
+                 "dwconv_gate_bwd": 16, "dwconv_transpose": 64, "ln_conv1_bwd": 64}
+_NUM_WARPS = 8
+# The backward kernels sum their parameter gradients over ITERS pixel blocks before one
+# set of atomics; ITERS keeps the programs of an image near this count.
+_TARGET_PROGRAMS = 1024
+
+
+def _block_p(kernel: str, block_c: int) -> int:
+    return max(16, min(128, _BASE_BLOCK_P[kernel] * 32 // block_c))
+
+
+def _iters(pixels: int, block_p: int) -> int:
+    return max(1, triton.cdiv(triton.cdiv(pixels, block_p), _TARGET_PROGRAMS))
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -370,16 +450,18 @@ def _forward_parts(x: torch.Tensor, params: Sequence[torch.Tensor], eps: float):
     xr = _rows(x)
     P = xr.shape[0]
     BC = _block_c(C)
-    bp = _block_p(BC)
     dot_bf16 = x.dtype == torch.bfloat16
     z = torch.empty(P, 2 * C, device=x.device, dtype=x.dtype)
     g = torch.empty(P, C, device=x.device, dtype=x.dtype)
     pool = torch.zeros(N, C, device=x.device, dtype=torch.float32)
     if P > 0:
+        bp = _block_p("ln_conv1", BC)
         wrap_triton(_ln_conv1)[(triton.cdiv(P, bp),)](
-            xr, n1w, n1b, w1, b1, z, P, C, eps, BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16)
+            xr, n1w, n1b, w1, b1, z, P, C, eps, BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16,
+            num_warps=_NUM_WARPS)
+        bp = _block_p("dwconv_gate", BC)
         wrap_triton(_dwconv_gate)[(triton.cdiv(H * W, bp), N)](
-            z, w2, b2, g, pool, H, W, C, BLOCK_P=bp, BLOCK_C=BC)
+            z, w2, b2, g, pool, H, W, C, BLOCK_P=bp, BLOCK_C=BC, num_warps=_NUM_WARPS)
     pooled = pool / max(H * W, 1)
     s = torch.addmm(scab.float(), pooled, scaw.reshape(C, C).float().t())
     return xr, z, g, pooled, s
@@ -396,10 +478,10 @@ def naf_block_triton(x: torch.Tensor, params: list[torch.Tensor], eps: float) ->
     if xr.shape[0] > 0:
         out_rows = out.permute(0, 2, 3, 1)
         BC = _block_c(C)
-        bp = _block_p(BC)
+        bp = _block_p("tail", BC)
         wrap_triton(_tail)[(triton.cdiv(H * W, bp), N)](
             g, xr, s, w3, b3, beta, n2w, n2b, w4, b4, w5, b5, gamma, out_rows, H * W, C, eps,
-            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=x.dtype == torch.bfloat16)
+            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=x.dtype == torch.bfloat16, num_warps=_NUM_WARPS)
     return out
 
 
@@ -415,7 +497,7 @@ def naf_block_backward_triton(grad_out: torch.Tensor, x: torch.Tensor,
     P = xr.shape[0]
     dev = x.device
     BC = _block_c(C)
-    bp = _block_p(BC)
+    HW = H * W
     dot_bf16 = x.dtype == torch.bfloat16
     f32 = {"device": dev, "dtype": torch.float32}
     grads = {name: torch.zeros(p.shape, **f32) for name, p in zip(
@@ -427,28 +509,34 @@ def naf_block_backward_triton(grad_out: torch.Tensor, x: torch.Tensor,
         dy = torch.empty(P, C, **f32)
         dgs = torch.empty(P, C, **f32)
         ds = torch.zeros(N, C, **f32)
-        grid = (triton.cdiv(H * W, bp), N)
-        wrap_triton(_tail_bwd)[grid](
+        bp = _block_p("tail_bwd", BC)
+        iters = _iters(HW, bp)
+        wrap_triton(_tail_bwd)[(triton.cdiv(HW, bp * iters), N)](
             g, xr, s, dout, w3, b3, beta, n2w, n2b, w4, b4, w5, b5, gamma, dy, dgs, ds,
             grads["w3"], grads["b3"], grads["beta"], grads["n2w"], grads["n2b"], grads["w4"],
-            grads["b4"], grads["w5"], grads["b5"], grads["gamma"], H * W, C, eps,
-            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16)
+            grads["b4"], grads["w5"], grads["b5"], grads["gamma"], HW, C, eps, iters,
+            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16, num_warps=_NUM_WARPS)
         # s = Wsca pooled + bsca; pooled = mean(g)
         grads["scaw"] = (ds.t() @ pooled).reshape(scaw.shape)
         grads["scab"] = ds.sum(0)
         dpool = (ds @ scaw.reshape(C, C).float()) / (H * W)
         du = torch.empty(P, 2 * C, **f32)
-        wrap_triton(_dwconv_gate_bwd)[grid](
-            z, w2, b2, dgs, s, dpool, du, grads["w2"], grads["b2"], H, W, C,
-            BLOCK_P=bp, BLOCK_C=BC)
+        bp = _block_p("dwconv_gate_bwd", BC)
+        iters = _iters(HW, bp)
+        wrap_triton(_dwconv_gate_bwd)[(triton.cdiv(HW, bp * iters), N)](
+            z, w2, b2, dgs, s, dpool, du, grads["w2"], grads["b2"], H, W, C, iters,
+            BLOCK_P=bp, BLOCK_C=BC, num_warps=_NUM_WARPS)
         dz = torch.empty(P, 2 * C, **f32)
         bc2 = min(_block_c(2 * C), 128)
-        wrap_triton(_dwconv_transpose)[(grid[0], N, triton.cdiv(2 * C, bc2))](
-            du, w2, dz, H, W, 2 * C, BLOCK_P=bp, BLOCK_C=bc2)
-        wrap_triton(_ln_conv1_bwd)[(triton.cdiv(P, bp),)](
+        bp = _block_p("dwconv_transpose", bc2)
+        wrap_triton(_dwconv_transpose)[(triton.cdiv(HW, bp), N, triton.cdiv(2 * C, bc2))](
+            du, w2, dz, H, W, 2 * C, BLOCK_P=bp, BLOCK_C=bc2, num_warps=_NUM_WARPS)
+        bp = _block_p("ln_conv1_bwd", BC)
+        iters = _iters(P, bp)
+        wrap_triton(_ln_conv1_bwd)[(triton.cdiv(P, bp * iters),)](
             xr, n1w, n1b, w1, dz, dy, dx.permute(0, 2, 3, 1), grads["n1w"], grads["n1b"],
-            grads["w1"], grads["b1"], P, C, eps,
-            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16)
+            grads["w1"], grads["b1"], P, C, eps, iters,
+            BLOCK_P=bp, BLOCK_C=BC, DOT_BF16=dot_bf16, num_warps=_NUM_WARPS)
     out = [dx]
     for p, gr in zip(params, grads.values(), strict=True):
         out.append(gr.reshape(p.shape).to(p.dtype))

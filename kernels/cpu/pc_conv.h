@@ -53,10 +53,20 @@ struct Geometry {
 
 // Register block of the correlation: kRows output rows × vec_width<T> output columns.
 constexpr int kRows = 4;
-template <typename T>
+// kVecBytes: bytes of one SIMD register the code is written for (32: AVX2, 64: AVX-512).
+template <typename T, int kVecBytes = 32>
 constexpr int vec_width() {
-  return static_cast<int>(64 / sizeof(T));  // two AVX2 registers per row
+  return static_cast<int>(2 * kVecBytes / sizeof(T));  // two registers per row
 }
+
+// The tiled kernels are force-inlined into their callers so that a caller compiled for a
+// wider instruction set (the AVX-512 entry points of csrc/cpu/pc_conv.cpp) compiles them for
+// it too.
+#if defined(__GNUC__)
+#define FASTDEBLUR_PC_INLINE inline __attribute__((always_inline))
+#else
+#define FASTDEBLUR_PC_INLINE inline
+#endif
 // Output tiles of the forward and adjoint passes.
 constexpr int64_t kTileRows = 32;
 constexpr int64_t kTileCols = 128;
@@ -69,28 +79,34 @@ inline int64_t extended_rows(int64_t kh) { return kh + 2 * (kRows - 1); }
 // Only z rows in [zr0, zr1) are read (the others are zero by the caller's construction);
 // z rows must have round_up(ow, V) + kw - 1 readable, finite columns, out rows
 // round_up(ow, V) writable columns. kext is the kernel in the extended_rows layout.
+// Builds without AVX (the CMake test build) pass these 32-byte vectors in two SSE registers;
+// GCC warns that this ABI differs from an AVX build, which does not matter for inline code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 // SIMD vector of 32 bytes (an AVX register) through the GCC/Clang vector extension, so the
 // register block below stays in registers whatever the auto-vectoriser decides.
-template <typename T>
+template <typename T, int kVecBytes = 32>
 struct Simd {
-  typedef T type __attribute__((vector_size(32)));
-  static constexpr int lanes = static_cast<int>(32 / sizeof(T));
-  static type load(const T* p) {
+  typedef T type __attribute__((vector_size(kVecBytes)));
+  static constexpr int lanes = static_cast<int>(kVecBytes / sizeof(T));
+  FASTDEBLUR_PC_INLINE static type load(const T* p) {
     type v;
     std::memcpy(&v, p, sizeof(v));
     return v;
   }
-  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
-  static type splat(T s) { return type{} + s; }  // scalar operands broadcast
+  FASTDEBLUR_PC_INLINE static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  FASTDEBLUR_PC_INLINE static type splat(T s) { return type{} + s; }  // scalars broadcast
 };
 
-template <typename T>
-inline void correlate_accumulate(const T* z, int64_t zs, int64_t zr0, int64_t zr1,
+template <typename T, int kVecBytes = 32>
+FASTDEBLUR_PC_INLINE void correlate_accumulate(const T* z, int64_t zs, int64_t zr0, int64_t zr1,
                                  const T* kext, int64_t kh, int64_t kw, T* out, int64_t os,
                                  int64_t oh, int64_t ow) {
-  using S = Simd<T>;
+  using S = Simd<T, kVecBytes>;
   using vec = typename S::type;
-  constexpr int V = vec_width<T>();
+  constexpr int V = vec_width<T, kVecBytes>();
   constexpr int L = S::lanes;
   static_assert(V == 2 * L, "register block is two SIMD vectors wide");
   for (int64_t i = 0; i < oh; i += kRows) {
@@ -133,10 +149,10 @@ inline int64_t num_tiles(int64_t rows, int64_t cols) {
 // Forward pass over work items [begin, end); item = b * tiles + tile of the H × W output.
 //   x, y: (B, C, H, W) contiguous. kf: (Bk, gh, gw, extended_rows(kh), kw), the kernels
 //   flipped and extended; Bk = 1 (shared) or B.
-template <typename T>
-void forward(const Geometry<T>& g, const T* x, const T* kf, int64_t Bk, int64_t C, T* y,
-             int64_t begin, int64_t end) {
-  constexpr int V = vec_width<T>();
+template <typename T, int kVecBytes = 32>
+FASTDEBLUR_PC_INLINE void forward(const Geometry<T>& g, const T* x, const T* kf, int64_t Bk,
+                                  int64_t C, T* y, int64_t begin, int64_t end) {
+  constexpr int V = vec_width<T, kVecBytes>();
   const int64_t H = g.H, W = g.W, kh = g.kh, kw = g.kw;
   const int64_t tiles_x = ceil_div(W, kTileCols);
   const int64_t tiles = ceil_div(H, kTileRows) * tiles_x;
@@ -186,7 +202,8 @@ void forward(const Geometry<T>& g, const T* x, const T* kf, int64_t Bk, int64_t 
             }
           }
           T* out = acc.data() + c * kTileRows * os + (oi0 - r0) * os + (oj0 - c0);
-          correlate_accumulate(z.data(), zs, zr0, zr1, kern, kh, kw, out, os, oi1 - oi0, ow);
+          correlate_accumulate<T, kVecBytes>(z.data(), zs, zr0, zr1, kern, kh, kw, out, os,
+                                             oi1 - oi0, ow);
         }
       }
     }
@@ -204,10 +221,11 @@ void forward(const Geometry<T>& g, const T* x, const T* kf, int64_t Bk, int64_t 
 // Hp × Wp grid. Writes every element of xp (B, C, Hp, Wp):
 //   xp[pr][pc] = Σ_cells wy[a][pr] · wx[b][pc] · Σ_{u,v} h[u][v] · y[pr - kh + 1 + u][pc - kw + 1 + v]
 // (y zero outside the image). k: (Bk, gh, gw, extended_rows(kh), kw), NOT flipped.
-template <typename T>
-void adjoint_padded(const Geometry<T>& g, const T* y, const T* k, int64_t Bk, int64_t C, T* xp,
-                    int64_t begin, int64_t end) {
-  constexpr int V = vec_width<T>();
+template <typename T, int kVecBytes = 32>
+FASTDEBLUR_PC_INLINE void adjoint_padded(const Geometry<T>& g, const T* y, const T* k,
+                                         int64_t Bk, int64_t C, T* xp, int64_t begin,
+                                         int64_t end) {
+  constexpr int V = vec_width<T, kVecBytes>();
   const int64_t H = g.H, W = g.W, kh = g.kh, kw = g.kw, Hp = g.Hp(), Wp = g.Wp();
   const int64_t tiles_x = ceil_div(Wp, kTileCols);
   const int64_t tiles = ceil_div(Hp, kTileRows) * tiles_x;
@@ -255,7 +273,8 @@ void adjoint_padded(const Geometry<T>& g, const T* y, const T* k, int64_t Bk, in
             }
           }
           std::fill(dz.begin(), dz.end(), T(0));
-          correlate_accumulate(win.data(), zs, wr0, wr1, kern, kh, kw, dz.data(), os, oh, ow);
+          correlate_accumulate<T, kVecBytes>(win.data(), zs, wr0, wr1, kern, kh, kw, dz.data(),
+                                             os, oh, ow);
           for (int64_t r = 0; r < oh; ++r) {
             const T wr = wy[si0 + r];
             const T* d = dz.data() + r * os;

@@ -130,8 +130,7 @@ def test_pc_differs_from_pixel_model():
     k[0, 1, 1, 0] = 1.0  # shift on the right
     K = grid_to_pixel_kernels(k, 16, 16)
     y_pixel = torch.zeros_like(x)
-    for q in range(9):
-        u, v = divmod(q, 3)
+    for q in range(9):  # tap q of every pixel: a shifted copy of x weighted per output pixel
         y_pixel += K[q] * fastdeblur.blur(x, torch.eye(9, dtype=torch.float64)[q].reshape(3, 3))
     assert_close(y_pixel, _naive_pixel(x, K))
     assert not torch.allclose(reference.pc_conv(x, k), y_pixel)
@@ -216,7 +215,7 @@ def test_backward_matches_reference_autograd(backend, shape, boundary):
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_adjoint_identity(backend, boundary):
-    for shape in SHAPES:
+    for shape in SHAPES[:5]:
         x, k = _inputs(shape, seed=1)
         y = torch.randn(x.shape, dtype=torch.float64)
         ax = pc_conv(x, k, boundary)
@@ -253,20 +252,23 @@ def test_non_contiguous_and_batch_sizes():
 @needs_native
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_gradcheck(boundary):
-    x = torch.rand(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    k = torch.rand(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    kb = torch.rand(2, 2, 1, 5, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
+    shared = torch.rand(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    batched = torch.rand(2, 2, 1, 5, 3, dtype=torch.float64, requires_grad=True)
+    k = shared if boundary in ("reflect", "zero") else batched
     with _backend.use_backend("native"):
         for op in (pc_conv, pc_conv_adjoint):
-            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, boundary), (x, k))
-            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, boundary), (x, kb))
+            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, boundary), (x, k),
+                                            fast_mode=True)
 
 
 def test_gradcheck_reference():
-    x = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(1, 1, 5, 6, dtype=torch.float64, requires_grad=True)
     k = torch.rand(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     with _backend.use_backend("reference"):
-        assert torch.autograd.gradcheck(lambda a, b: pc_conv(a, b, "reflect"), (x, k))
+        for op in (pc_conv, pc_conv_adjoint):
+            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, "reflect"), (x, k),
+                                            fast_mode=True)
 
 
 @needs_native
@@ -318,28 +320,32 @@ def test_reference_poisoned_empty():
 
 
 @needs_native
+@pytest.mark.slow
 def test_native_poisoned_outputs():
     script = textwrap.dedent(
         """
         import torch
-        from fastdeblur import _backend
-        from fastdeblur.ops import reference
-        from fastdeblur.ops.pc_conv import pc_conv, pc_conv_adjoint
+        import fastdeblur._ext  # loads the native ops
+        from fastdeblur.ops import reference as R
+        ops = torch.ops.fastdeblur
         torch.manual_seed(0)
-        shapes = [(37, 140, 3, 5, 11, 9), (3, 2, 4, 5, 7, 7), (70, 9, 2, 1, 3, 31)]
+        shapes = [(23, 40, 3, 5, 11, 9), (3, 2, 4, 5, 7, 7), (12, 9, 2, 1, 3, 25)]
         for (H, W, gh, gw, kh, kw) in shapes:
             for b in ("reflect", "zero", "replicate", "circular"):
-                x = torch.rand(2, 2, H, W, dtype=torch.float64, requires_grad=True)
-                k = torch.rand(2, gh, gw, kh, kw, dtype=torch.float64, requires_grad=True)
-                with _backend.use_backend("native"):
-                    y = pc_conv(x, k, b)
-                    a = pc_conv_adjoint(x, k, b)
-                    gx, gk = torch.autograd.grad((y * y).sum() + a.sum(), (x, k))
-                xr, kr = x.detach().requires_grad_(), k.detach().requires_grad_()
-                yr = reference.pc_conv(xr, kr, b)
-                ar = reference.pc_conv_adjoint(xr, kr, b)
-                rx, rk = torch.autograd.grad((yr * yr).sum() + ar.sum(), (xr, kr))
-                for got, want in ((y, yr), (a, ar), (gx, rx), (gk, rk)):
+                x = torch.rand(2, 2, H, W, dtype=torch.float64)
+                g = torch.rand(2, 2, H, W, dtype=torch.float64)
+                k = torch.rand(2, gh, gw, kh, kw, dtype=torch.float64)
+                gx, gk = ops._pc_conv_backward(g, x, k, b, False, [True, True])
+                ax, ak = ops._pc_conv_backward(g, x, k[0], b, True, [True, True])
+                pairs = [
+                    (ops.pc_conv(x, k, b), R.pc_conv(x, k, b)),
+                    (ops.pc_conv_adjoint(x, k, b), R.pc_conv_adjoint(x, k, b)),
+                    (gx, R.pc_conv_adjoint(g, k, b)),
+                    (gk, R.pc_conv_kernel_grad(x, g, k, b)),
+                    (ax, R.pc_conv(g, k[0], b)),
+                    (ak, R.pc_conv_kernel_grad(g, x, k[0], b)),
+                ]
+                for got, want in pairs:
                     assert bool(torch.isfinite(got).all()), b
                     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
         print("ok")
