@@ -426,6 +426,7 @@ def grnn_lse(queries: torch.Tensor, keys: torch.Tensor, sigma: float,
 
 import torch.nn.functional as F
 
+
 # ---- naf_block ----
 # The NAF block of NAFNet (Chen et al., "Simple Baselines for Image Restoration",
 # ECCV 2022), written as one function of its input and parameters so that the fused
@@ -682,3 +683,5 @@ def sv_conv_kernel_grad(
                 shifted = xp[..., kh - 1 - u : kh - 1 - u + H, kw - 1 - v : kw - 1 - v + W]
                 out[:, u * kw + v] = (grad_y * shifted).sum(1)
     return out.sum(0) if shared else out
+
+

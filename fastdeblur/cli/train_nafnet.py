@@ -1,0 +1,124 @@
+"""``fastdeblur train nafnet``: train the learned deblurring model on synthetic pairs.
+
+:func:`add_commands` adds the ``nafnet`` command to the ``train`` group. Run as a module
+(``python -m fastdeblur.cli.train_nafnet --help``) it is a standalone command.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from fastdeblur.cli._common import CLIError, cli_errors, console
+
+
+def _parse_blocks(text: str, name: str) -> list[int]:
+    try:
+        blocks = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        blocks = []
+    if not blocks or min(blocks) < 0:
+        raise CLIError(f"{name} must be comma-separated integers >= 0 like 1,1,1,1; "
+                       f"got {text!r}")
+    return blocks
+
+
+def nafnet(
+    images: list[Path] = typer.Option(
+        None, "--images", help="Folder of sharp photos (repeatable). Default: the skimage.data "
+        "photos. Add --skimage to use both."),
+    skimage_photos: bool = typer.Option(
+        False, "--skimage", help="Also use the skimage.data photos when --images is given."),
+    out: Path = typer.Option(Path("runs/nafnet"), "--out", help="Checkpoint folder."),
+    width: int = typer.Option(16, "--width", min=1, help="Channels of the first level."),
+    enc_blocks: str = typer.Option("1,1,1,1", "--enc-blocks",
+                                   help="NAF blocks per encoder level, comma-separated."),
+    middle_blocks: int = typer.Option(1, "--middle-blocks", min=0,
+                                      help="NAF blocks at the lowest level."),
+    dec_blocks: str = typer.Option(None, "--dec-blocks",
+                                   help="NAF blocks per decoder level (default: 1 per level)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Total optimizer steps."),
+    epochs: int = typer.Option(None, "--epochs", min=1,
+                               help="Epochs of --epoch-size pairs (instead of --steps)."),
+    epoch_size: int = typer.Option(1600, "--epoch-size", min=1,
+                                   help="Distinct training pairs per epoch."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Pairs per step."),
+    patch_size: int = typer.Option(96, "--patch-size", min=16, help="Training crop side (px)."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Peak learning rate."),
+    loss: str = typer.Option("charbonnier", "--loss", help="charbonnier | psnr."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="Decay of the EMA weights."),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Linear LR warm-up."),
+    val_pairs: int = typer.Option(40, "--val-pairs", min=1, help="Validation pairs."),
+    val_fraction: float = typer.Option(0.15, "--val-fraction",
+                                       help="Images held out for validation."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, data, order and weights."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from --out/last.pt."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1,
+                                  help="Stop (checkpointed) after this many steps."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1,
+                                         help="Checkpoint every this many steps."),
+    threads: int = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    export: Path = typer.Option(None, "--export",
+                                help="Write the best EMA weights here (.safetensors + .md card)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train NAFNet on synthetic blurred/sharp pairs (blind deblurring)."""
+    import torch
+
+    from fastdeblur.train.nafnet import NAFNetTrainConfig, format_command, train_nafnet
+
+    if steps is not None and epochs is not None:
+        raise CLIError("give --steps or --epochs, not both")
+    if export is not None and export.suffix != ".safetensors":
+        raise CLIError(f"--export must end in .safetensors; got {export}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    sources: list[str | None] = [str(p) for p in images] if images else [None]
+    if images and skimage_photos:
+        sources.append(None)
+    for p in images or []:
+        if not p.is_dir():
+            raise CLIError(f"--images: {p} is not a folder")
+    enc = _parse_blocks(enc_blocks, "--enc-blocks")
+    dec = _parse_blocks(dec_blocks, "--dec-blocks") if dec_blocks else None
+    per_epoch = -(-epoch_size // batch_size)
+    total = steps if steps is not None else (epochs or 10) * per_epoch
+    cfg = NAFNetTrainConfig(
+        images=sources, val_fraction=val_fraction, width=width, enc_blocks=enc,
+        middle_blocks=middle_blocks, dec_blocks=dec, patch_size=patch_size,
+        batch_size=batch_size, steps=total, epoch_size=epoch_size, lr=lr, loss=loss,
+        ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
+    )
+    # The options as typed, after "train nafnet" (or after the module name when run standalone).
+    argv = sys.argv[1:]
+    if "nafnet" in argv:
+        argv = argv[argv.index("nafnet") + 1 :]
+    command = format_command(["fastdeblur", "train", "nafnet", *argv])
+    result = train_nafnet(cfg, out, resume=resume, export=export, command=command,
+                          max_steps=max_steps, progress=progress,
+                          checkpoint_every=checkpoint_every)
+    console.print(
+        f"nafnet: {result['steps']} steps in {result['seconds']:.0f} s; best validation PSNR "
+        f"{result['best_val_psnr']:.2f} dB (input {result['val_input_psnr']:.2f} dB) at step "
+        f"{result['best_step']}; checkpoints in {out}"
+    )
+    if result["export"]:
+        console.print(f"weights: {result['export']}")
+
+
+def add_commands(train_app: typer.Typer) -> None:
+    """Add the ``nafnet`` command to the ``train`` command group."""
+    train_app.command("nafnet")(cli_errors(nafnet))
+
+
+def main() -> None:
+    """Standalone entry point: ``python -m fastdeblur.cli.train_nafnet``."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(cli_errors(nafnet))
+    app()
+
+
+if __name__ == "__main__":
+    main()

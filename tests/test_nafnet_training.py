@@ -1,0 +1,257 @@
+"""NAFNet training: pair dataset, training through the engine, export/load, inference, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from fastdeblur.cli.train_nafnet import add_commands
+from fastdeblur.models.nafnet import NAFNet
+from fastdeblur.models.pretrained import load_nafnet, nafnet_deblur
+from fastdeblur.synth_pairs import BLUR_FAMILIES, DeblurPairDataset
+from fastdeblur.train.export import load_safetensors
+from fastdeblur.train.nafnet import (
+    NAFNetTrainConfig,
+    charbonnier_loss,
+    psnr,
+    psnr_loss,
+    train_nafnet,
+)
+
+
+def _smooth_images(n: int, size: int = 72, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = []
+    for _ in range(n):
+        coarse = torch.rand(1, 3, size // 8, size // 8, generator=g)
+        images.append(torch.nn.functional.interpolate(coarse, size=(size, size),
+                                                      mode="bilinear")[0])
+    return images
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sharp")
+    for k, im in enumerate(_smooth_images(5, size=72, seed=1)):
+        arr = (im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr if k % 2 == 0 else arr[..., 0]).save(folder / f"im_{k}.png")
+    return folder
+
+
+def _tiny_config(image_dir: Path, **overrides) -> NAFNetTrainConfig:
+    settings = dict(images=[str(image_dir)], val_fraction=0.3, width=4, enc_blocks=[1, 1],
+                    middle_blocks=1, patch_size=16, batch_size=2, steps=3, epoch_size=4,
+                    lr=1e-3, warmup_steps=1, val_pairs=2, seed=3)
+    settings.update(overrides)
+    return NAFNetTrainConfig(**settings)
+
+
+# ---- dataset -----------------------------------------------------------------------------
+
+
+def test_pairs_are_deterministic_and_in_range() -> None:
+    images = _smooth_images(3)
+    data = DeblurPairDataset(images, patch_size=16, length=10, seed=5)
+    again = DeblurPairDataset(images, patch_size=16, length=10, seed=5)
+    for i in (4, 0, 7):  # any order gives the same items
+        a, b = data[i], again[i]
+        assert torch.equal(a["blurred"], b["blurred"]) and torch.equal(a["sharp"], b["sharp"])
+    for i in range(len(BLUR_FAMILIES)):
+        item = data[i]
+        assert item["family"] == i  # balanced: item i has family i mod 5
+        assert item["blurred"].shape == item["sharp"].shape == (3, 16, 16)
+        assert item["blurred"].dtype == item["sharp"].dtype == torch.float32
+        assert float(item["blurred"].min()) >= 0 and float(item["blurred"].max()) <= 1
+        assert float(item["sharp"].min()) >= 0 and float(item["sharp"].max()) <= 1
+    other = DeblurPairDataset(images, patch_size=16, length=10, seed=6)
+    assert not torch.equal(data[1]["blurred"], other[1]["blurred"])
+    with pytest.raises(IndexError):
+        data[10]
+
+
+def test_pairs_blur_and_noise() -> None:
+    images = _smooth_images(2)
+    clean = DeblurPairDataset(images, patch_size=16, length=5, noise_sigma=0.0, seed=2,
+                              families=("motion",))
+    item = clean[0]
+    assert not torch.allclose(item["blurred"], item["sharp"], atol=1e-3)  # blurred
+    # noise-free blur preserves the mean (PSF sums to 1; the patch is cut from inside)
+    assert abs(float(item["blurred"].mean() - item["sharp"].mean())) < 0.05
+    gray = DeblurPairDataset([images[0][:1]], patch_size=16, length=2, seed=0)
+    assert gray[0]["sharp"].shape == (3, 16, 16)
+
+
+def test_pair_dataset_rejects_bad_arguments() -> None:
+    images = _smooth_images(1)
+    with pytest.raises(ValueError, match="families"):
+        DeblurPairDataset(images, families=("wobble",))
+    with pytest.raises(ValueError, match="patch_size"):
+        DeblurPairDataset(images, patch_size=4)
+    with pytest.raises(ValueError, match="noise_sigma"):
+        DeblurPairDataset(images, noise_sigma=(0.1, 0.0))
+    with pytest.raises(ValueError, match="large enough"):
+        DeblurPairDataset(images, patch_size=128, length=1)[0]
+
+
+def test_losses() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    assert float(charbonnier_loss(x, x)) == pytest.approx(1e-3)
+    y = (x + 0.1).clamp(0, 1)
+    assert float(psnr_loss(x, y)) == pytest.approx(-float(psnr(x, y).mean()), abs=1e-3)
+
+
+def test_config_validation(image_dir: Path) -> None:
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _tiny_config(image_dir, patch_size=18)
+    with pytest.raises(ValueError, match="loss"):
+        _tiny_config(image_dir, loss="l2")
+
+
+# ---- training, export, loading -----------------------------------------------------------
+
+
+def test_train_export_and_load_round_trip(image_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny_config(image_dir)
+    export = tmp_path / "tiny.safetensors"
+    result = train_nafnet(cfg, tmp_path / "run", export=export, progress=False,
+                          command="fastdeblur train nafnet ...")
+    assert result["steps"] == 4  # 3 steps rounded up to whole epochs of 2
+    assert np.isfinite(result["best_val_psnr"])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("val_psnr" in rec for rec in log)  # validation each epoch
+    assert export.is_file() and export.with_suffix(".md").is_file()
+    assert "fastdeblur train nafnet" in export.with_suffix(".md").read_text()
+
+    tensors, meta = load_safetensors(export)
+    assert meta["nafnet_config"]["width"] == 4
+    model = load_nafnet(export, cache=False)
+    assert isinstance(model, NAFNet) and not model.training
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, tensors[name])
+    x = torch.rand(1, 3, 20, 20)
+    reference = NAFNet(**meta["nafnet_config"])
+    reference.load_state_dict(tensors)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+def test_resume_with_ema_is_exact(image_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny_config(image_dir, steps=4, epoch_size=4)
+    full = train_nafnet(cfg, tmp_path / "full", progress=False)
+    train_nafnet(cfg, tmp_path / "split", progress=False, max_steps=3)
+    split = train_nafnet(cfg, tmp_path / "split", progress=False, resume=True)
+    assert split["steps"] == full["steps"] == 4
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    for key in ("model",):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), name
+    for name in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][name], b["ema"]["module"][name]), name
+    with pytest.raises(ValueError, match="settings differ"):
+        train_nafnet(_tiny_config(image_dir, steps=4, epoch_size=4, lr=2e-3),
+                     tmp_path / "split", progress=False, resume=True)
+
+
+def test_load_nafnet_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_nafnet(tmp_path / "missing.safetensors")
+    from fastdeblur.train.export import export_safetensors
+
+    bare = export_safetensors({"w": torch.zeros(2)}, tmp_path / "bare.safetensors")
+    with pytest.raises(ValueError, match="nafnet_config"):
+        load_nafnet(bare)
+
+
+# ---- inference ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, dtype", [((1, 1, 21, 26), torch.float64),
+                                          ((2, 3, 17, 19), torch.float32)])
+def test_nafnet_deblur_keeps_shape_and_dtype(shape, dtype) -> None:
+    torch.manual_seed(0)
+    model = NAFNet(3, 4, 1, [1, 1], [1, 1]).eval()
+    image = torch.rand(shape, dtype=dtype)
+    out = nafnet_deblur(image, model=model)
+    assert out.shape == image.shape and out.dtype == dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    tiled = nafnet_deblur(image, model=model, tile=16, overlap=4)
+    assert tiled.shape == image.shape
+
+
+def test_nafnet_deblur_gray_is_channel_mean() -> None:
+    model = NAFNet(3, 4, 1, [1], [1]).eval()
+    gray = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        expected = model(gray.expand(-1, 3, -1, -1)).mean(1, keepdim=True).clamp(0, 1)
+    torch.testing.assert_close(nafnet_deblur(gray, model=model), expected)
+
+
+def test_nafnet_deblur_rejects_bad_images() -> None:
+    model = NAFNet(3, 4, 1, [1], [1])
+    with pytest.raises(ValueError, match="channels"):
+        nafnet_deblur(torch.rand(1, 2, 8, 8), model=model)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        nafnet_deblur(torch.rand(3, 8, 8), model=model)
+    with pytest.raises(ValueError, match="float"):
+        nafnet_deblur(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), model=model)
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    train_app = typer.Typer()
+    add_commands(train_app)
+    app.add_typer(train_app, name="train")
+    return app
+
+
+def test_cli_train_nafnet_tiny_run(image_dir: Path, tmp_path: Path) -> None:
+    export = tmp_path / "w.safetensors"
+    args = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),
+            "--width", "4", "--enc-blocks", "1,1", "--patch-size", "16", "--batch-size", "2",
+            "--steps", "2", "--epoch-size", "4", "--val-pairs", "2", "--val-fraction", "0.3",
+            "--warmup-steps", "1", "--no-progress", "--export", str(export)]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "best validation PSNR" in result.output
+    assert export.is_file() and (tmp_path / "run" / "last.pt").is_file()
+    assert load_nafnet(export, cache=False).intro.out_channels == 4
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--export", "w.pt"], "--export"),
+    (["--enc-blocks", "a,b"], "--enc-blocks"),
+    (["--steps", "2", "--epochs", "1"], "--steps"),
+    (["--patch-size", "18"], "multiple"),
+])
+def test_cli_errors(image_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    args = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),
+            "--width", "4", "--enc-blocks", "1,1", "--no-progress", *extra]
+    result = CliRunner().invoke(_app(), args)
+    assert result.exit_code == 1
+    assert message in result.output
+
+
+def test_shipped_weights_load_and_run() -> None:
+    from fastdeblur.models.pretrained import WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / "nafnet_deblur.safetensors"
+    if not path.is_file():
+        pytest.skip("no shipped NAFNet weights in this checkout")
+    assert path.stat().st_size <= 20 * 2**20
+    assert path.with_suffix(".md").is_file()  # the model card ships beside the weights
+    model = load_nafnet()
+    assert load_nafnet() is model  # cached
+    image = torch.rand(1, 3, 24, 24)
+    out = nafnet_deblur(image)
+    assert out.shape == image.shape and torch.isfinite(out).all()
