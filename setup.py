@@ -45,7 +45,9 @@ def _extensions() -> tuple[list, dict]:
     include_dirs = [os.path.join(ROOT, "kernels"), os.path.join(ROOT, "csrc")]
     cxx_flags = ["-O3", "-std=c++17", "-fvisibility=hidden"]
     if sys.platform.startswith("linux"):
-        cxx_flags += ["-fopenmp", "-ffp-contract=fast"]
+        # -fno-trapping-math (as torch itself is built) lets GCC if-convert float compares,
+        # which the vectorised exp of the GRNN kernel needs.
+        cxx_flags += ["-fopenmp", "-ffp-contract=fast", "-fno-trapping-math"]
         if os.environ.get("FASTDEBLUR_NATIVE_ARCH") == "1":
             cxx_flags.append("-march=native")
         else:

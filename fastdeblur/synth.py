@@ -215,6 +215,7 @@ class BlurPatchDataset(torch.utils.data.Dataset):
     "params": {name: float}, "noise_sigma": float}``; ``blur_type`` indexes ``types``.
     With ``balanced`` (default) item ``i`` has type ``types[i % len(types)]`` so every type
     gets the same number of samples (the paper's protocol: 12,000 patches per type).
+    Batch items with ``DataLoader(..., collate_fn=collate_patches)``.
 
     Args:
         images: Sharp images ``(C, H, W)`` (a list), a folder, a list of files, or ``None``
@@ -322,3 +323,22 @@ class BlurPatchDataset(torch.utils.data.Dataset):
             "params": params,
             "noise_sigma": noise,
         }
+
+
+def collate_patches(batch: Sequence[dict]) -> dict:
+    """``DataLoader`` collate function for :class:`BlurPatchDataset` items.
+
+    Patches and types are stacked; ``params`` stays a list of dicts, since each blur type
+    has its own parameters.
+
+    Returns:
+        ``{"sharp": (B, C, P, P), "blurred": (B, C, P, P), "blur_type": (B,) long,
+        "params": list of B dicts, "noise_sigma": (B,) float64}``.
+    """
+    return {
+        "sharp": torch.stack([b["sharp"] for b in batch]),
+        "blurred": torch.stack([b["blurred"] for b in batch]),
+        "blur_type": torch.tensor([b["blur_type"] for b in batch], dtype=torch.long),
+        "params": [b["params"] for b in batch],
+        "noise_sigma": torch.tensor([b["noise_sigma"] for b in batch], dtype=torch.float64),
+    }

@@ -59,6 +59,8 @@ def build_psf(
     extra = [name for name, value in given.items() if value is not None and name not in needs]
     if extra:
         raise CLIError(f"{', '.join(extra)} does not apply to --type {psf_type.value}")
+    if length is not None and length < 1:
+        raise CLIError(f"--length must be >= 1 pixel; got {length}")
     if psf_type == PSFType.kernel:
         if size is not None:
             raise CLIError("--size does not apply to --type kernel")
