@@ -191,6 +191,25 @@ def test_estimate_result_and_map() -> None:
     assert est.classify(img) == result.blur_type
 
 
+def test_image_level_grnn_gives_the_verdict_parameters() -> None:
+    """With image-level GRNNs, the verdict's parameters come from them (here: constant)."""
+    grnn_mod = pytest.importorskip("fastdeblur.estimate.grnn")
+    est = tiny_estimator()
+    x = torch.randn(20, feats.PROFILE_DIM)
+    est.image_grnns = {
+        "gaussian": grnn_mod.GRNN(sigma=1.0).fit(x, torch.full((20, 1), 2.5)),
+        "motion": grnn_mod.GRNN(sigma=1.0).fit(x, torch.tensor([[12.0, 0.0, 1.0]]).repeat(20, 1)),
+        "defocus": grnn_mod.GRNN(sigma=1.0).fit(x, torch.full((20, 1), 4.0)),
+    }
+    result = est.estimate(_textured(96, 96))
+    expected = {
+        "gaussian": {"sigma": 2.5},
+        "motion": {"length": 12.0, "angle": 45.0},
+        "defocus": {"radius": 4.0},
+    }[result.blur_type]
+    assert result.params == pytest.approx(expected, abs=1e-3)
+
+
 def test_estimate_accepts_numpy_and_rgb() -> None:
     est = tiny_estimator(with_grnn=False)
     gray = _textured(64, 96)

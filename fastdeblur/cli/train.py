@@ -105,6 +105,10 @@ def register(app: typer.Typer) -> None:
         ),
         n_train: int = typer.Option(36_000, "--patches", help="Training patches (1/3 per type)."),
         n_val: int = typer.Option(6_000, "--val-patches", help="Validation patches."),
+        n_windows: int = typer.Option(
+            36_000, "--windows", help="128×128 windows for the image-level GRNNs (0: none)."
+        ),
+        n_val_windows: int = typer.Option(3_000, "--val-windows", help="Validation windows."),
         seed: int = typer.Option(0, "--seed"),
         cache: Path = typer.Option(None, "--cache", help="Folder caching the patch sets."),
     ) -> None:

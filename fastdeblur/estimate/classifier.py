@@ -94,10 +94,7 @@ class RBM(nn.Module):
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """``F(v)`` per sample: the visible term plus ``−Σ softplus(W v + c)``."""
-        if self.gaussian:
-            vis = 0.5 * (v - self.v_bias).pow(2).sum(1)
-        else:
-            vis = -(v @ self.v_bias)
+        vis = 0.5 * (v - self.v_bias).pow(2).sum(1) if self.gaussian else -(v @ self.v_bias)
         return vis - F.softplus(F.linear(v, self.weight, self.h_bias)).sum(1)
 
     def gibbs(self, v: torch.Tensor) -> torch.Tensor:

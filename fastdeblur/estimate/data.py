@@ -143,8 +143,13 @@ def synth_windows(
     from fastdeblur.estimate.patches import PATCH_SIZE, extract_patches
 
     ds = BlurPatchDataset(
-        list(images), patch_size=window, length=n, types=types, noise_sigma=noise_sigma,
-        seed=seed, gray=True,
+        list(images),
+        patch_size=window,
+        length=n,
+        types=types,
+        noise_sigma=noise_sigma,
+        seed=seed,
+        gray=True,
     )
     out_f, labels, params, noise, counts = [], [], [], [], []
     threads = torch.get_num_threads()

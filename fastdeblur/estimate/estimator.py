@@ -5,8 +5,12 @@
 the GRNN of its type and aggregates:
 
 - **type** — the arg-max of the mean class probabilities over textured patches;
-- **parameters** — the median of the per-patch estimates of the patches of that type (the angle:
-  the direction of the mean of ``(cos 2θ, sin 2θ)``, so 179° and 1° average to 0°);
+- **parameters** — with image-level GRNNs (the default weights): the image-level GRNN of that
+  type applied to the mean spectral profile of the textured patches (averaging over many patches
+  removes most of what the image content puts into a single patch's spectrum); without them, the
+  median of the per-patch estimates of the patches of that type (the angle: the direction of the
+  mean of ``(cos 2θ, sin 2θ)``, so 179° and 1° average to 0°). The map always holds the
+  per-patch estimates of the patch-level GRNNs;
 - **confidence** — the mean probability of the verdict over textured patches, lowered when the
   estimate lies at the edge of the supported range (the GRNN cannot extrapolate: a value at
   the edge means "there or beyond"), when the patches disagree on the parameters, or when too
@@ -125,6 +129,8 @@ class BlurEstimator:
         classifier: The patch classifier.
         grnns: ``{type: GRNN}`` fitted on :meth:`regression_features`; may be empty (types only).
         grnn_feature: ``profile`` or ``hidden`` (the classifier's 30-d layer).
+        image_grnns: ``{type: GRNN}`` fitted on mean spectral profiles of whole windows
+            (:func:`fastdeblur.estimate.data.synth_windows`); optional.
     """
 
     def __init__(
@@ -132,14 +138,15 @@ class BlurEstimator:
         classifier: BlurClassifier,
         grnns: dict[str, Any] | None = None,
         grnn_feature: str = "profile",
+        image_grnns: dict[str, Any] | None = None,
     ) -> None:
         if grnn_feature not in feats.FEATURE_KINDS:
-            raise ValueError(
-                f"grnn_feature must be one of {', '.join(feats.FEATURE_KINDS)}; got {grnn_feature!r}"
-            )
+            kinds = ", ".join(feats.FEATURE_KINDS)
+            raise ValueError(f"grnn_feature must be one of {kinds}; got {grnn_feature!r}")
         self.classifier = classifier.eval()
         self.grnns = dict(grnns or {})
         self.grnn_feature = grnn_feature
+        self.image_grnns = dict(image_grnns or {})
 
     # ---- loading --------------------------------------------------------------------------
 
@@ -168,13 +175,17 @@ class BlurEstimator:
             )
         classifier = cls.load_classifier(classifier_path)
         grnns: dict[str, Any] = {}
+        image_grnns: dict[str, Any] = {}
         feature = "profile"
         manifest = folder / GRNN_MANIFEST
         if with_grnn and manifest.is_file():
             info = json.loads(manifest.read_text())
             feature = info["feature"]
             grnns = {t: _load_grnn(folder / name) for t, name in info["files"].items()}
-        return cls(classifier, grnns, feature)
+            image_grnns = {
+                t: _load_grnn(folder / name) for t, name in info.get("image_files", {}).items()
+            }
+        return cls(classifier, grnns, feature, image_grnns)
 
     # ---- per-patch computations -----------------------------------------------------------
 
@@ -288,6 +299,15 @@ class BlurEstimator:
                     patch_params[name][sel[mine]] = values
                 if t == blur_type:
                     result_params = _aggregate(t, est, probs_sel[mine, k])
+            if blur_type in self.image_grnns:
+                if self.grnn_feature == "profile":
+                    profile = f_sel
+                else:
+                    profile = feats.profile_features(patches[sel])
+                with torch.no_grad():
+                    y = self.image_grnns[blur_type].predict(profile.mean(0, keepdim=True))
+                decoded = feats.decode_params(blur_type, y.reshape(1, -1).float())
+                result_params = {name: float(v[0]) for name, v in decoded.items()}
             conf *= self._param_confidence(blur_type, result_params, patch_params, warnings)
         if warnings and "textured" in warnings[0]:
             conf *= 0.3

@@ -23,12 +23,18 @@ from fastdeblur.estimate.classifier import (
     finetune,
     pretrain,
 )
-from fastdeblur.estimate.data import cached_patches, estimator_images, synth_patches
+from fastdeblur.estimate.data import (
+    cached_patches,
+    estimator_images,
+    synth_patches,
+    synth_windows,
+)
 from fastdeblur.estimate.estimator import (
     CLASSIFIER_FILE,
     GRNN_MANIFEST,
     BlurEstimator,
 )
+from fastdeblur.estimate.grnn import GRNN
 from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES
 from fastdeblur.train import export_safetensors, seed_everything, write_model_card
 
@@ -89,6 +95,43 @@ def patch_sets(
         lambda: synth_patches(val_images, n_val, seed=seed + 1, progress=progress),
     )
     return train, val, names
+
+
+def window_sets(
+    images: str | Path | None,
+    *,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict]:
+    """Training and validation sets of 128×128 windows for the image-level GRNNs."""
+    train_images, val_images, _ = estimator_images(images, seed=seed)
+    tag = "shared" if images is not None else "skimage"
+    train = cached_patches(
+        cache_dir,
+        f"{tag}_wintrain_{n_train}_s{seed}",
+        lambda: synth_windows(train_images, n_train, seed=seed, progress=progress),
+    )
+    val = cached_patches(
+        cache_dir,
+        f"{tag}_winval_{n_val}_s{seed + 1}",
+        lambda: synth_windows(val_images, n_val, seed=seed + 1, progress=progress),
+    )
+    return train, val
+
+
+def window_arrays(data: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{type: (mean profiles (n, d), targets (n, p))}`` of a window set, by true type."""
+    out = {}
+    for k, t in enumerate(BLUR_TYPES):
+        idx = torch.nonzero(data["labels"] == k).squeeze(1)
+        y = torch.tensor(
+            [feats.encode_params(t, data["params"][i]) for i in idx.tolist()], dtype=torch.float32
+        )
+        out[t] = (data["features"][idx], y)
+    return out
 
 
 def fit_classifier(
@@ -254,13 +297,20 @@ def grnn_arrays(
 
 
 def param_errors(
-    estimator: BlurEstimator, arrays: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    estimator: BlurEstimator,
+    arrays: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    grnns: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Mean absolute error of each parameter (angles in degrees, periodic; motion lengths
-    >= 7 px for the angle, as in the quality targets)."""
+    >= 7 px for the angle, as in the quality targets). ``grnns`` replaces the estimator's
+    patch-level GRNNs (e.g. the image-level ones on window features)."""
     out = {}
     for t, (f, y) in arrays.items():
-        est = estimator.regress(t, f)
+        if grnns is None:
+            est = estimator.regress(t, f)
+        else:
+            with torch.no_grad():
+                est = feats.decode_params(t, grnns[t].predict(f).reshape(len(f), -1).float())
         true = feats.decode_params(t, y)
         for name, v in est.items():
             if name == "angle":
@@ -275,8 +325,6 @@ def param_errors(
 
 def fit_grnns(estimator: BlurEstimator, train: dict) -> dict[str, Any]:
     """Fit one GRNN per type on ``train`` (features of ``estimator.grnn_feature``)."""
-    from fastdeblur.estimate.grnn import GRNN
-
     grnns = {}
     for t, (f, y) in grnn_arrays(estimator, train).items():
         grnns[t] = GRNN().fit(f, y)
@@ -291,12 +339,15 @@ def train_grnn(
     feature: str = "profile",
     n_train: int = 36_000,
     n_val: int = 6_000,
+    n_windows: int = 36_000,
+    n_val_windows: int = 3_000,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit the GRNNs on top of the classifier in ``weights_dir``; write them, a manifest and
-    a model card there."""
+    """Fit the patch-level GRNNs on top of the classifier in ``weights_dir`` and, when
+    ``n_windows > 0``, the image-level GRNNs on 128×128 windows; write them, a manifest and
+    model cards there."""
     weights_dir = Path(weights_dir)
     classifier = BlurEstimator.load_classifier(weights_dir / CLASSIFIER_FILE)
     train, val, names = patch_sets(
@@ -325,7 +376,42 @@ def train_grnn(
             metrics={k: v for k, v in metrics.items() if k.startswith(t)},
             details={"feature": feature, "targets": ", ".join(_targets(t))},
         )
-    manifest = {"feature": feature, "files": files, "ranges": DEFAULT_RANGES}
+    manifest: dict[str, Any] = {"feature": feature, "files": files, "ranges": DEFAULT_RANGES}
+    if n_windows > 0:
+        wtrain, wval = window_sets(
+            images,
+            n_train=n_windows,
+            n_val=n_val_windows,
+            seed=seed,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        image_grnns = {t: GRNN().fit(f, y) for t, (f, y) in window_arrays(wtrain).items()}
+        image_metrics = param_errors(estimator, window_arrays(wval), image_grnns)
+        manifest["image_files"] = {}
+        for t, g in image_grnns.items():
+            name = f"blur_grnn_image_{t}.safetensors"
+            g.save(weights_dir / name)
+            manifest["image_files"][t] = name
+            write_model_card(
+                weights_dir / name,
+                title=f"Image-level GRNN regressor of {t} blur parameters",
+                description=(
+                    "Generalised regression network mapping the mean spectral profile of the "
+                    "textured 32×32 patches of a uniformly blurred image (or window) to "
+                    f"{', '.join(_targets(t))}. `fastdeblur.estimate` uses it for the "
+                    "image-level verdict."
+                ),
+                data=_data_text(images, names, n_train, n_val).split(". ")[0]
+                + f". {n_windows} blurred 128×128 windows of the training images "
+                f"({n_windows // 3} per type), {n_val_windows} of the validation images. "
+                + RANGES_TEXT,
+                command=command_line(),
+                metrics={k: v for k, v in image_metrics.items() if k.startswith(t)},
+                details={"feature": "mean profile_features over textured patches"},
+            )
+        metrics |= {f"image.{k}": v for k, v in image_metrics.items()}
+    manifest["metrics"] = metrics
     (weights_dir / GRNN_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return metrics
 
