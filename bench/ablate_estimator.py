@@ -22,6 +22,7 @@ import torch
 from bench._timing import machine
 from fastdeblur.estimate.estimator import BlurEstimator
 from fastdeblur.estimate.training import (
+    _shown_path,
     fit_classifier,
     fit_grnns,
     grnn_arrays,
@@ -38,8 +39,10 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="folder caching the synthetic patch sets")
     ap.add_argument("--n-train", type=int, default=36_000)
     ap.add_argument("--n-val", type=int, default=6_000)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--pretrain-epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--only", choices=["classifier", "grnn"], default=None)
     ap.add_argument("--out", default=str(RESULTS / "estimation_ablation.json"))
     args = ap.parse_args()
@@ -53,7 +56,7 @@ def main() -> None:
         "machine": machine(),
         "command": "PYTHONPATH=. python bench/ablate_estimator.py "
         + " ".join(
-            f"--{k.replace('_', '-')} {v}"
+            f"--{k.replace('_', '-')} {_shown_path(str(v))}"
             for k, v in vars(args).items()
             if v is not None and k != "out"
         ),
@@ -74,6 +77,8 @@ def main() -> None:
                     pretraining=pre,
                     pretrain_epochs=args.pretrain_epochs,
                     epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    lr=args.lr,
                     progress=False,
                 )
                 models[(input_kind, pre)] = model
@@ -113,5 +118,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the CPU is shared: one thread wastes no time waiting
     main()

@@ -34,6 +34,7 @@ from fastdeblur.convolution import convolve
 from fastdeblur.estimate.data import estimator_images, synth_patches
 from fastdeblur.estimate.estimator import BlurEstimator
 from fastdeblur.estimate.patches import texture_threshold
+from fastdeblur.estimate.training import _shown_path
 from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, sample_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -142,7 +143,7 @@ def main() -> None:
     result = {
         "machine": machine(),
         "command": "PYTHONPATH=. python bench/eval_estimation.py"
-        + (f" --images {args.images}" if args.images else "")
+        + (f" --images {_shown_path(args.images)}" if args.images else "")
         + (f" --max-images {args.max_images}" if args.max_images else ""),
         "held_out_images": names["val"][: len(val_images)],
         "protocol": __doc__.split("Speed:")[0].strip(),

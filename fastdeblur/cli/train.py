@@ -55,8 +55,10 @@ def register(app: typer.Typer) -> None:
         pretraining: bool = typer.Option(
             True, "--pretrain/--no-pretrain", help="Greedy RBM pre-training (the paper's)."
         ),
-        pretrain_epochs: int = typer.Option(3, "--pretrain-epochs", help="Epochs per RBM."),
-        epochs: int = typer.Option(15, "--epochs", help="Fine-tuning epochs."),
+        pretrain_epochs: int = typer.Option(1, "--pretrain-epochs", help="Epochs per RBM."),
+        epochs: int = typer.Option(8, "--epochs", help="Fine-tuning epochs."),
+        batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
+        lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate of the fine-tuning."),
         n_train: int = typer.Option(36_000, "--patches", help="Training patches (1/3 per type)."),
         n_val: int = typer.Option(6_000, "--val-patches", help="Validation patches."),
         seed: int = typer.Option(0, "--seed"),
@@ -68,6 +70,8 @@ def register(app: typer.Typer) -> None:
         """Train the blur-type patch classifier (1024-500-30-10-3)."""
         from fastdeblur.estimate.training import train_classifier
 
+        if batch_size < 1 or lr <= 0:
+            raise CLIError("--batch-size must be >= 1 and --lr > 0")
         if n_train < 3 or n_val < 3:
             raise CLIError("--patches and --val-patches must be >= 3")
         if images is not None and not images.is_dir():
@@ -109,6 +113,9 @@ def register(app: typer.Typer) -> None:
             36_000, "--windows", help="128×128 windows for the image-level GRNNs (0: none)."
         ),
         n_val_windows: int = typer.Option(3_000, "--val-windows", help="Validation windows."),
+        n_centers: int = typer.Option(
+            2048, "--centers", help="k-means centres per GRNN (0: keep every training point)."
+        ),
         seed: int = typer.Option(0, "--seed"),
         cache: Path = typer.Option(None, "--cache", help="Folder caching the patch sets."),
     ) -> None:

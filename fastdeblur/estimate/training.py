@@ -45,22 +45,28 @@ RANGES_TEXT = (
 )
 
 
+def _shown_path(arg: str) -> str:
+    """``/any/where/shared/data/x`` -> ``../shared/data/x``: the shared data folder sits beside
+    every checkout, so cards name it relative to the repository."""
+    parts = Path(arg).parts
+    for i in range(len(parts) - 1):
+        if parts[i] == "shared" and parts[i + 1] == "data" and Path(arg).exists():
+            return str(Path("..", *parts[i:]))
+    return arg
+
+
 def command_line() -> str:
     """The command that is running, for model cards."""
     argv = list(sys.argv)
     if argv and argv[0].endswith(("fastdeblur", "__main__.py", "main.py")):
-        argv[0] = "fastdeblur"
-    return " ".join(shlex.quote(a) for a in argv)
+        argv = ["fastdeblur", *argv[1:]]
+    return " ".join(shlex.quote(_shown_path(a)) for a in argv)
 
 
 def _data_text(images: str | Path | None, names: dict[str, list[str]], n_train: int, n_val: int):
     source = "the photos inside `skimage.data`"
     if images is not None:
-        shown = (
-            "../shared/data/sharp"
-            if Path(images).resolve() == Path("/work/shared/data/sharp")
-            else str(images)
-        )
+        shown = _shown_path(str(images))
         source = f"`{shown}` and {source}"
     return (
         f"Synthetic blurred patches of {source}, split by image (20 % validation, seed 0): "
@@ -216,8 +222,10 @@ def train_classifier(
     n_val: int = 6_000,
     input_kind: str = "spectrum",
     pretraining: bool = True,
-    pretrain_epochs: int = 5,
-    epochs: int = 30,
+    pretrain_epochs: int = 1,
+    epochs: int = 8,
+    batch_size: int = 256,
+    lr: float = 2e-3,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -234,6 +242,8 @@ def train_classifier(
         pretraining=pretraining,
         pretrain_epochs=pretrain_epochs,
         epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
         seed=seed,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
@@ -274,7 +284,10 @@ def train_classifier(
                 if pretraining
                 else "none"
             ),
-            "fine-tuning": f"cross-entropy, Adam lr 1e-3 cosine, batch 100, {epochs} epochs",
+            "fine-tuning": (
+                f"cross-entropy, Adam lr {lr:g} with cosine decay, batch {batch_size}, "
+                f"{epochs} epochs"
+            ),
             "seed": seed,
         },
     )
@@ -323,11 +336,14 @@ def param_errors(
     return out
 
 
-def fit_grnns(estimator: BlurEstimator, train: dict) -> dict[str, Any]:
-    """Fit one GRNN per type on ``train`` (features of ``estimator.grnn_feature``)."""
+def fit_grnns(
+    estimator: BlurEstimator, train: dict, n_centers: int | None = None
+) -> dict[str, Any]:
+    """Fit one GRNN per type on ``train`` (features of ``estimator.grnn_feature``), optionally
+    compressed to ``n_centers`` k-means centres."""
     grnns = {}
     for t, (f, y) in grnn_arrays(estimator, train).items():
-        grnns[t] = GRNN().fit(f, y)
+        grnns[t] = GRNN(n_centers=_centers(n_centers, len(f))).fit(f, y)
     estimator.grnns = grnns
     return grnns
 
@@ -341,6 +357,7 @@ def train_grnn(
     n_val: int = 6_000,
     n_windows: int = 36_000,
     n_val_windows: int = 3_000,
+    n_centers: int | None = 2048,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = True,
@@ -354,7 +371,7 @@ def train_grnn(
         images, n_train=n_train, n_val=n_val, seed=seed, cache_dir=cache_dir, progress=progress
     )
     estimator = BlurEstimator(classifier, grnn_feature=feature)
-    grnns = fit_grnns(estimator, train)
+    grnns = fit_grnns(estimator, train, n_centers)
     metrics = param_errors(estimator, grnn_arrays(estimator, val))
     files = {}
     for t, g in grnns.items():
@@ -371,7 +388,8 @@ def train_grnn(
                 "classified as this type."
             ),
             data=_data_text(images, names, n_train, n_val)
-            + f" The GRNN stores the {n_train // 3} training patches of this type.",
+            + f" The GRNN stores {n_centers or n_train // 3} k-means centres of the "
+            f"{n_train // 3} training patches of this type.",
             command=command_line(),
             metrics={k: v for k, v in metrics.items() if k.startswith(t)},
             details={"feature": feature, "targets": ", ".join(_targets(t))},
@@ -386,7 +404,10 @@ def train_grnn(
             cache_dir=cache_dir,
             progress=progress,
         )
-        image_grnns = {t: GRNN().fit(f, y) for t, (f, y) in window_arrays(wtrain).items()}
+        image_grnns = {
+            t: GRNN(n_centers=_centers(n_centers, len(f))).fit(f, y)
+            for t, (f, y) in window_arrays(wtrain).items()
+        }
         image_metrics = param_errors(estimator, window_arrays(wval), image_grnns)
         manifest["image_files"] = {}
         for t, g in image_grnns.items():
@@ -414,6 +435,10 @@ def train_grnn(
     manifest["metrics"] = metrics
     (weights_dir / GRNN_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return metrics
+
+
+def _centers(n_centers: int | None, n: int) -> int | None:
+    return None if n_centers is None or n_centers <= 0 or n_centers >= n else n_centers
 
 
 def _targets(t: str) -> list[str]:
