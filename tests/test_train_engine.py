@@ -64,7 +64,9 @@ def test_resume_is_identical_to_uninterrupted(tmp_path: Path) -> None:
     resumed = _trainer(model_c, data, tmp_path / "b")
     resumed.fit(resume=True)
     assert resumed.global_step == 3 * 7
-    for (name, a), c in zip(model_a.state_dict().items(), model_c.state_dict().values(), strict=True):
+    for (name, a), c in zip(
+        model_a.state_dict().items(), model_c.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, c), name
     assert resumed.scheduler.get_last_lr() == pytest.approx([1e-2 * 0.5 ** (21 // 4)])
     assert (tmp_path / "b" / "log.jsonl").is_file()
@@ -93,8 +95,14 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         Trainer(model, opt, lambda m, b: m(b[0]).sum(), data, batch_size=0, epochs=1)
     with pytest.raises(ValueError, match="train_data"):
-        Trainer(model, opt, lambda m, b: 0, torch.utils.data.TensorDataset(torch.zeros(0, 6)),
-                batch_size=1, epochs=1)
+        Trainer(
+            model,
+            opt,
+            lambda m, b: 0,
+            torch.utils.data.TensorDataset(torch.zeros(0, 6)),
+            batch_size=1,
+            epochs=1,
+        )
 
 
 def test_export_safetensors_and_card(tmp_path: Path) -> None:
@@ -105,8 +113,13 @@ def test_export_safetensors_and_card(tmp_path: Path) -> None:
     for name, value in model.state_dict().items():
         assert torch.equal(tensors[name], value)
     card = write_model_card(
-        path, title="Tiny", description="d", data="random", command="python x.py",
-        metrics={"acc": 0.5}, details={"epochs": 3},
+        path,
+        title="Tiny",
+        description="d",
+        data="random",
+        command="python x.py",
+        metrics={"acc": 0.5},
+        details={"epochs": 3},
     )
     text = card.read_text()
     assert card.name == "w.md" and "python x.py" in text and "| acc | 0.5 |" in text
@@ -119,8 +132,13 @@ def test_ddp_two_cpu_processes_agree(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-        str(REPO / "tests" / "_ddp_worker.py"), str(tmp_path),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        str(REPO / "tests" / "_ddp_worker.py"),
+        str(tmp_path),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

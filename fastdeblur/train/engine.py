@@ -149,7 +149,9 @@ class Trainer:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1; got {epochs}")
         if scheduler_interval not in ("step", "epoch"):
-            raise ValueError(f"scheduler_interval must be 'step' or 'epoch'; got {scheduler_interval!r}")
+            raise ValueError(
+                f"scheduler_interval must be 'step' or 'epoch'; got {scheduler_interval!r}"
+            )
         if len(train_data) == 0:
             raise ValueError("train_data is empty")
         self.rank, self.world_size, local_rank = distributed.setup()

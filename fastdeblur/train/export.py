@@ -42,6 +42,7 @@ def export_safetensors(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # readable like any other package file
     os.replace(tmp, path)
     return path
 

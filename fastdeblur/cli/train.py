@@ -1,0 +1,137 @@
+"""``fastdeblur train``: train the models of the library on synthetic data.
+
+Every subcommand uses the shared engine (:mod:`fastdeblur.train`): progress bars, checkpoints
+(``--checkpoints DIR``; run the same command again to resume after a kill), seeds, and
+safetensors weights with a model card. Data-parallel training: start the same command with
+``torchrun --nproc_per_node=K -m fastdeblur ...``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from fastdeblur.cli._common import CLIError, cli_errors, console
+
+
+class InputKind(StrEnum):
+    spectrum = "spectrum"
+    raw = "raw"
+
+
+class FeatureKind(StrEnum):
+    profile = "profile"
+    hidden = "hidden"
+
+
+def _images_option() -> Path:
+    return typer.Option(
+        None,
+        "--images",
+        help="Folder of sharp images (the photos inside skimage.data are always added).",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command group to the CLI."""
+    train_app = typer.Typer(
+        help="Train models on synthetic data (checkpoints, resume, safetensors + model card).",
+        no_args_is_help=True,
+    )
+    app.add_typer(train_app, name="train")
+
+    @train_app.command("classifier")
+    @cli_errors
+    def train_classifier_command(
+        images: Path = _images_option(),
+        output: Path = typer.Option(
+            Path("fastdeblur/weights"), "--output", "-o", help="Folder for the weights and card."
+        ),
+        input_kind: InputKind = typer.Option(
+            InputKind.spectrum, "--input", help="Patch input: spectrum (default) or raw (paper)."
+        ),
+        pretraining: bool = typer.Option(
+            True, "--pretrain/--no-pretrain", help="Greedy RBM pre-training (the paper's)."
+        ),
+        pretrain_epochs: int = typer.Option(1, "--pretrain-epochs", help="Epochs per RBM."),
+        epochs: int = typer.Option(8, "--epochs", help="Fine-tuning epochs."),
+        batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
+        lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate of the fine-tuning."),
+        n_train: int = typer.Option(36_000, "--patches", help="Training patches (1/3 per type)."),
+        n_val: int = typer.Option(6_000, "--val-patches", help="Validation patches."),
+        seed: int = typer.Option(0, "--seed"),
+        cache: Path = typer.Option(None, "--cache", help="Folder caching the patch sets."),
+        checkpoints: Path = typer.Option(
+            None, "--checkpoints", help="Checkpoint folder (resumes from it when it exists)."
+        ),
+    ) -> None:
+        """Train the blur-type patch classifier (1024-500-30-10-3)."""
+        from fastdeblur.estimate.training import train_classifier
+
+        if batch_size < 1 or lr <= 0:
+            raise CLIError("--batch-size must be >= 1 and --lr > 0")
+        if n_train < 3 or n_val < 3:
+            raise CLIError("--patches and --val-patches must be >= 3")
+        if images is not None and not images.is_dir():
+            raise CLIError(f"--images: {images} is not a folder")
+        metrics = train_classifier(
+            images,
+            output,
+            n_train=n_train,
+            n_val=n_val,
+            input_kind=input_kind.value,
+            pretraining=pretraining,
+            pretrain_epochs=pretrain_epochs,
+            epochs=epochs,
+            seed=seed,
+            cache_dir=cache,
+            checkpoint_dir=checkpoints,
+        )
+        console.print(
+            f"validation patch accuracy {metrics['val_patch_accuracy']:.4f}; "
+            f"wrote {output / 'blur_classifier.safetensors'}"
+        )
+
+    @train_app.command("grnn")
+    @cli_errors
+    def train_grnn_command(
+        images: Path = _images_option(),
+        weights: Path = typer.Option(
+            Path("fastdeblur/weights"),
+            "--weights",
+            "-o",
+            help="Folder holding blur_classifier.safetensors; the GRNNs are written there.",
+        ),
+        feature: FeatureKind = typer.Option(
+            FeatureKind.profile, "--feature", help="GRNN input: spectral profile or hidden layer."
+        ),
+        n_train: int = typer.Option(36_000, "--patches", help="Training patches (1/3 per type)."),
+        n_val: int = typer.Option(6_000, "--val-patches", help="Validation patches."),
+        n_windows: int = typer.Option(
+            36_000, "--windows", help="128×128 windows for the image-level GRNNs (0: none)."
+        ),
+        n_val_windows: int = typer.Option(3_000, "--val-windows", help="Validation windows."),
+        n_centers: int = typer.Option(
+            2048, "--centers", help="k-means centres per GRNN (0: keep every training point)."
+        ),
+        seed: int = typer.Option(0, "--seed"),
+        cache: Path = typer.Option(None, "--cache", help="Folder caching the patch sets."),
+    ) -> None:
+        """Fit one GRNN per blur type (Gaussian σ; motion length and angle; defocus radius)."""
+        from fastdeblur.estimate.training import train_grnn
+
+        if images is not None and not images.is_dir():
+            raise CLIError(f"--images: {images} is not a folder")
+        metrics = train_grnn(
+            images,
+            weights,
+            feature=feature.value,
+            n_train=n_train,
+            n_val=n_val,
+            seed=seed,
+            cache_dir=cache,
+        )
+        for k, v in metrics.items():
+            console.print(f"{k}: {v:.3f}", highlight=False)

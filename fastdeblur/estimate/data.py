@@ -1,0 +1,179 @@
+"""Synthetic patch sets for training and evaluating the estimator.
+
+Protocol (after Yan & Shao 2016): 36,000 patches of 32×32, 12,000 per blur type, cut from sharp
+photographs blurred with parameters drawn uniformly from :data:`fastdeblur.synth.DEFAULT_RANGES`
+(Gaussian σ 0.5–5 px; motion length 3–31 px, angle 0–180°; defocus radius 1–10 px), white noise
+σn uniform in 0–0.02, gray. Patches whose blurred version is flat
+(:func:`fastdeblur.estimate.patches.texture_energy` below
+:func:`~fastdeblur.estimate.patches.texture_threshold` of the true σn) are replaced by the next
+candidate, as the estimator would skip them. Images are split into training and validation sets
+by image, never by patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fastdeblur.estimate.patches import texture_energy, texture_threshold
+from fastdeblur.synth import BLUR_TYPES, BlurPatchDataset, load_images, split_images
+
+
+def estimator_images(
+    folder: str | Path | None, *, val_fraction: float = 0.2, seed: int = 0, skimage: bool = True
+) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, list[str]]]:
+    """Gray training and validation images: a folder's images (if given) plus the photos in
+    ``skimage.data``, each source split by image.
+
+    Returns:
+        ``(train, val, names)`` with ``names = {"train": [...], "val": [...]}``.
+    """
+    from fastdeblur.synth import SKIMAGE_PHOTOS, image_paths
+
+    train: list[torch.Tensor] = []
+    val: list[torch.Tensor] = []
+    names: dict[str, list[str]] = {"train": [], "val": []}
+    if folder is not None:
+        paths = image_paths(folder)
+        tr, va = split_images(paths, val_fraction, seed)
+        train += load_images(tr, gray=True)
+        val += load_images(va, gray=True)
+        names["train"] += [p.name for p in tr]
+        names["val"] += [p.name for p in va]
+    if skimage:
+        ims = load_images(None, gray=True, min_size=0)
+        named = list(zip(SKIMAGE_PHOTOS, ims, strict=True))
+        tr, va = split_images(named, val_fraction, seed)
+        train += [im for n, im in tr if min(im.shape[-2:]) >= 64]
+        val += [im for n, im in va if min(im.shape[-2:]) >= 64]
+        names["train"] += [f"skimage.{n}" for n, _ in tr]
+        names["val"] += [f"skimage.{n}" for n, _ in va]
+    if not train:
+        raise ValueError("no training images")
+    return train, val, names
+
+
+def synth_patches(
+    images: Sequence[torch.Tensor],
+    n: int,
+    *,
+    seed: int = 0,
+    noise_sigma: float | tuple[float, float] = (0.0, 0.02),
+    types: Sequence[str] = BLUR_TYPES,
+    skip_flat: bool = True,
+    progress: bool = False,
+) -> dict[str, torch.Tensor | list]:
+    """``n`` textured blurred patches, balanced over ``types``.
+
+    Returns:
+        ``{"patches": (n, 32, 32), "labels": (n,) int64, "params": list of dicts,
+        "noise": (n,)}``; label ``k`` is ``types[k]``.
+    """
+    ds = BlurPatchDataset(
+        list(images), length=n * 4, types=types, noise_sigma=noise_sigma, seed=seed, gray=True
+    )
+    patches, labels, params, noise = [], [], [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: threading only adds overhead
+    try:
+        counts = [0] * len(types)
+        per_type = [n // len(types) + (k < n % len(types)) for k in range(len(types))]
+        i = 0
+        while sum(counts) < n:
+            if i >= len(ds):
+                raise RuntimeError("too many flat patches: cannot fill the set")
+            k = i % len(types)
+            if counts[k] < per_type[k]:
+                item = ds[i]
+                p = item["blurred"][0]
+                thr = texture_threshold(item["noise_sigma"])
+                if not skip_flat or texture_energy(p[None])[0] >= thr:
+                    patches.append(p)
+                    labels.append(item["blur_type"])
+                    params.append(item["params"])
+                    noise.append(item["noise_sigma"])
+                    counts[k] += 1
+                    if progress and sum(counts) % 3000 == 0:
+                        print(f"  {sum(counts)}/{n} patches", flush=True)
+            i += 1
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "patches": torch.stack(patches),
+        "labels": torch.tensor(labels),
+        "params": params,
+        "noise": torch.tensor(noise),
+    }
+
+
+def cached_patches(cache_dir: str | Path | None, name: str, make) -> dict:
+    """``make()`` once, stored as ``cache_dir/name.pt`` (no caching when ``cache_dir`` is None)."""
+    if cache_dir is None:
+        return make()
+    path = Path(cache_dir) / f"{name}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    out = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, path)
+    return out
+
+
+def synth_windows(
+    images: Sequence[torch.Tensor],
+    n: int,
+    *,
+    window: int = 128,
+    seed: int = 0,
+    noise_sigma: float | tuple[float, float] = (0.0, 0.02),
+    types: Sequence[str] = BLUR_TYPES,
+    progress: bool = False,
+) -> dict[str, torch.Tensor | list]:
+    """``n`` uniformly blurred ``window``×``window`` crops, summarised by the mean spectral
+    profile (:func:`fastdeblur.estimate.features.profile_features`) of their textured 32×32
+    patches — the image-level feature of the image-level GRNNs.
+
+    Returns:
+        ``{"features": (n, PROFILE_DIM), "labels": (n,), "params": list of dicts,
+        "noise": (n,), "n_patches": (n,)}``.
+    """
+    from fastdeblur.estimate.features import profile_features
+    from fastdeblur.estimate.patches import PATCH_SIZE, extract_patches
+
+    ds = BlurPatchDataset(
+        list(images),
+        patch_size=window,
+        length=n,
+        types=types,
+        noise_sigma=noise_sigma,
+        seed=seed,
+        gray=True,
+    )
+    out_f, labels, params, noise, counts = [], [], [], [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(n):
+            item = ds[i]
+            patches, _ = extract_patches(item["blurred"][0], PATCH_SIZE)
+            textured = texture_energy(patches) >= texture_threshold(item["noise_sigma"])
+            if int(textured.sum()) >= 1:
+                patches = patches[textured]
+            out_f.append(profile_features(patches).mean(0))
+            labels.append(item["blur_type"])
+            params.append(item["params"])
+            noise.append(item["noise_sigma"])
+            counts.append(int(textured.sum()))
+            if progress and (i + 1) % 3000 == 0:
+                print(f"  {i + 1}/{n} windows", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "features": torch.stack(out_f),
+        "labels": torch.tensor(labels),
+        "params": params,
+        "noise": torch.tensor(noise),
+        "n_patches": torch.tensor(counts),
+    }

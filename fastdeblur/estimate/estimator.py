@@ -1,0 +1,452 @@
+"""Blind blur estimation of a whole image: patch classifier + one GRNN per blur type + blur map.
+
+``estimate(image)`` cuts the gray image into 32×32 patches on a grid, skips flat ones
+(:mod:`fastdeblur.estimate.patches`), classifies the rest, regresses each patch's parameters with
+the GRNN of its type and aggregates:
+
+- **type** — the arg-max of the mean class probabilities over textured patches;
+- **parameters** — with image-level GRNNs (the default weights): the image-level GRNN of that
+  type applied to the mean spectral profile of the textured patches (averaging over many patches
+  removes most of what the image content puts into a single patch's spectrum); without them, the
+  median of the per-patch estimates of the patches of that type (the angle: the direction of the
+  mean of ``(cos 2θ, sin 2θ)``, so 179° and 1° average to 0°). The map always holds the
+  per-patch estimates of the patch-level GRNNs;
+- **confidence** — the mean probability of the verdict over textured patches, lowered when the
+  estimate lies at the edge of the supported range (the GRNN cannot extrapolate: a value at
+  the edge means "there or beyond"), when the patches disagree on the parameters, or when too
+  few textured patches were found. :attr:`BlurEstimate.warnings` says why.
+
+Large images are not read patch by patch at full density: the grid step grows so that at most
+``max_patches`` patches are classified (a 40-megapixel photo is sampled, not tiled exhaustively).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastdeblur.estimate import features as feats
+from fastdeblur.estimate.classifier import BlurClassifier
+from fastdeblur.estimate.patches import (
+    PATCH_SIZE,
+    estimate_noise,
+    extract_patches,
+    texture_energy,
+    texture_threshold,
+)
+from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, to_gray
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+CLASSIFIER_FILE = "blur_classifier.safetensors"
+GRNN_MANIFEST = "blur_grnn.json"
+PARAM_NAMES: dict[str, tuple[str, ...]] = {
+    "gaussian": ("sigma",),
+    "motion": ("length", "angle"),
+    "defocus": ("radius",),
+}
+MIN_TEXTURED = 4
+# Images cleaner than this get seeded white noise up to this level before analysis: the training
+# noise is uniform in 0-0.02, so nearly noise-free spectra (which fall to numerical zero at high
+# frequencies under strong blur) are rare there; on noise-free Gaussian blur the classifier's
+# accuracy dropped from about 0.5 to 0.17 without this (bench/eval_estimation.py).
+MIN_NOISE = 0.005
+
+
+@dataclass
+class BlurMap:
+    """Per-patch results on the sampling grid.
+
+    Attributes:
+        corners: ``(N, 2)`` top-left ``(row, col)`` of each patch in the image.
+        patch_size: Side of the patches.
+        grid: ``(rows, cols)`` of the grid (``N = rows · cols``, row-major).
+        image_size: ``(H, W)`` of the image.
+        textured: ``(N,)`` bool, False for flat patches (no estimate).
+        probs: ``(N, 3)`` class probabilities (gaussian, motion, defocus); NaN where flat.
+        blur_type: ``(N,)`` int index into :data:`BLUR_TYPES`, -1 where flat.
+        params: ``{name: (N,)}`` for ``sigma``, ``length``, ``angle``, ``radius``: each patch's
+            estimate for its own type, NaN elsewhere.
+        confidence: ``(N,)`` the patch's top class probability, 0 where flat.
+    """
+
+    corners: torch.Tensor
+    patch_size: int
+    grid: tuple[int, int]
+    image_size: tuple[int, int]
+    textured: torch.Tensor
+    probs: torch.Tensor
+    blur_type: torch.Tensor
+    params: dict[str, torch.Tensor]
+    confidence: torch.Tensor
+
+
+@dataclass
+class BlurEstimate:
+    """The verdict on one image.
+
+    Attributes:
+        blur_type: ``"gaussian"``, ``"motion"`` or ``"defocus"``.
+        params: ``{"sigma"}``, ``{"length", "angle"}`` (degrees, counter-clockwise from
+            horizontal, in [0, 180)) or ``{"radius"}``, in pixels.
+        confidence: In [0, 1]; low when the image is outside the supported range or ambiguous.
+        probs: Mean class probabilities ``{type: p}`` over textured patches.
+        noise_sigma: The estimated noise standard deviation.
+        map: Per-patch results (:class:`BlurMap`).
+        warnings: Why the confidence was lowered, if it was.
+    """
+
+    blur_type: str
+    params: dict[str, float]
+    confidence: float
+    probs: dict[str, float]
+    noise_sigma: float
+    map: BlurMap
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the map)."""
+        return {
+            "blur_type": self.blur_type,
+            "params": {k: round(v, 4) for k, v in self.params.items()},
+            "confidence": round(self.confidence, 4),
+            "probs": {k: round(v, 4) for k, v in self.probs.items()},
+            "noise_sigma": round(self.noise_sigma, 5),
+            "warnings": self.warnings,
+        }
+
+
+def _load_grnn(path: Path):
+    from fastdeblur.estimate.grnn import GRNN
+
+    return GRNN.load(path)
+
+
+class BlurEstimator:
+    """A trained classifier and (optionally) one GRNN per blur type.
+
+    Args:
+        classifier: The patch classifier.
+        grnns: ``{type: GRNN}`` fitted on :meth:`regression_features`; may be empty (types only).
+        grnn_feature: ``profile`` or ``hidden`` (the classifier's 30-d layer).
+        image_grnns: ``{type: GRNN}`` fitted on mean spectral profiles of whole windows
+            (:func:`fastdeblur.estimate.data.synth_windows`); optional.
+    """
+
+    def __init__(
+        self,
+        classifier: BlurClassifier,
+        grnns: dict[str, Any] | None = None,
+        grnn_feature: str = "profile",
+        image_grnns: dict[str, Any] | None = None,
+    ) -> None:
+        if grnn_feature not in feats.FEATURE_KINDS:
+            kinds = ", ".join(feats.FEATURE_KINDS)
+            raise ValueError(f"grnn_feature must be one of {kinds}; got {grnn_feature!r}")
+        self.classifier = classifier.eval()
+        self.grnns = dict(grnns or {})
+        self.grnn_feature = grnn_feature
+        self.image_grnns = dict(image_grnns or {})
+
+    # ---- loading --------------------------------------------------------------------------
+
+    @staticmethod
+    def load_classifier(path: str | Path) -> BlurClassifier:
+        """A :class:`BlurClassifier` from a safetensors file written by the training command."""
+        from fastdeblur.train import load_safetensors
+
+        tensors, meta = load_safetensors(path)
+        if "layers" not in meta:
+            raise ValueError(f"{path}: not a blur classifier (no 'layers' metadata)")
+        model = BlurClassifier(meta["layers"], input_kind=meta.get("input_kind", "spectrum"))
+        model.load_state_dict(tensors)
+        return model.eval()
+
+    @classmethod
+    def load(cls, weights_dir: str | Path | None = None, *, with_grnn: bool = True):
+        """Load ``blur_classifier.safetensors`` and, when present, the GRNNs listed in
+        ``blur_grnn.json`` from ``weights_dir`` (default: the weights shipped in the package)."""
+        folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        classifier_path = folder / CLASSIFIER_FILE
+        if not classifier_path.is_file():
+            raise FileNotFoundError(
+                f"no blur classifier at {classifier_path}; train one with "
+                "`fastdeblur train classifier`"
+            )
+        classifier = cls.load_classifier(classifier_path)
+        grnns: dict[str, Any] = {}
+        image_grnns: dict[str, Any] = {}
+        feature = "profile"
+        manifest = folder / GRNN_MANIFEST
+        if with_grnn and manifest.is_file():
+            info = json.loads(manifest.read_text())
+            feature = info["feature"]
+            grnns = {t: _load_grnn(folder / name) for t, name in info["files"].items()}
+            image_grnns = {
+                t: _load_grnn(folder / name) for t, name in info.get("image_files", {}).items()
+            }
+        return cls(classifier, grnns, feature, image_grnns)
+
+    # ---- per-patch computations -----------------------------------------------------------
+
+    def patch_outputs(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities and GRNN features of patches.
+
+        Args:
+            patches: ``(N, 32, 32)`` gray patches in [0, 1].
+
+        Returns:
+            ``(probs (N, 3), features (N, d))``.
+        """
+        with torch.no_grad():
+            logspec = feats.log_spectrum(patches)
+            kind = self.classifier.input_kind
+            x = logspec if kind == "spectrum" else feats.classifier_input(patches, kind)
+            probs = torch.softmax(self.classifier(x), dim=1)
+            if self.grnn_feature == "profile":
+                f = feats.profile_features(patches, logspec)
+            else:
+                f = self.classifier.hidden(x, depth=2)
+        return probs, f
+
+    def regression_features(self, patches: torch.Tensor) -> torch.Tensor:
+        """The GRNN input of each patch ``(N, d)``."""
+        return self.patch_outputs(patches)[1]
+
+    def regress(self, blur_type: str, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Parameters ``{name: (N,)}`` of patches of type ``blur_type`` from their features."""
+        if blur_type not in self.grnns:
+            raise RuntimeError(
+                f"no GRNN for {blur_type!r}; train them with `fastdeblur train grnn`"
+            )
+        with torch.no_grad():
+            y = self.grnns[blur_type].predict(features)
+        return feats.decode_params(blur_type, y.reshape(len(features), -1).float())
+
+    # ---- whole image ----------------------------------------------------------------------
+
+    def estimate(
+        self,
+        image: torch.Tensor | np.ndarray,
+        *,
+        stride: int | None = None,
+        max_patches: int = 4096,
+        params: bool = True,
+    ) -> BlurEstimate:
+        """Estimate the blur of one image (see the module docstring).
+
+        Args:
+            image: Tensor ``(C, H, W)`` in [0, 1], or numpy ``HW``/``HWC`` uint8, uint16 or
+                float; at least 32×32.
+            stride: Grid step (default 32, larger when the image would give more than
+                ``max_patches`` patches).
+            max_patches: Upper bound on the number of patches classified.
+            params: Also regress the parameters (needs the GRNNs).
+
+        Returns:
+            A :class:`BlurEstimate`.
+        """
+        gray = _gray(image)
+        H, W = gray.shape
+        if stride is None:
+            stride = max(PATCH_SIZE, math.ceil(math.sqrt(H * W / max_patches)))
+        patches, corners = extract_patches(gray, PATCH_SIZE, stride)
+        rows = len(torch.unique(corners[:, 0]))
+        cols = len(patches) // rows
+        noise = estimate_noise(_noise_crop(gray))
+        if noise < MIN_NOISE:
+            g = torch.Generator().manual_seed(0)
+            extra = math.sqrt(MIN_NOISE**2 - noise**2)
+            gray = gray + extra * torch.randn(gray.shape, generator=g)
+            patches, corners = extract_patches(gray, PATCH_SIZE, stride)
+        energy = texture_energy(patches)
+        textured = energy >= texture_threshold(max(noise, MIN_NOISE))
+        warnings: list[str] = []
+        use = textured.clone()
+        if int(textured.sum()) < MIN_TEXTURED:
+            warnings.append(
+                f"only {int(textured.sum())} textured patches: the image is nearly flat"
+            )
+            use = torch.zeros_like(textured)
+            use[energy.topk(min(MIN_TEXTURED, len(energy))).indices] = True
+        sel = torch.nonzero(use).squeeze(1)
+        probs_sel, f_sel = self.patch_outputs(patches[sel])
+        n = len(patches)
+        probs = torch.full((n, len(BLUR_TYPES)), float("nan"))
+        probs[sel] = probs_sel
+        type_sel = probs_sel.argmax(1)
+        patch_type = torch.full((n,), -1, dtype=torch.long)
+        patch_type[sel] = type_sel
+        confidence = torch.zeros(n)
+        confidence[sel] = probs_sel.max(1).values
+        mean_probs = probs_sel.mean(0)
+        verdict = int(mean_probs.argmax())
+        blur_type = BLUR_TYPES[verdict]
+        conf = float(mean_probs[verdict])
+        patch_params = {
+            name: torch.full((n,), float("nan")) for names in PARAM_NAMES.values() for name in names
+        }
+        result_params: dict[str, float] = {}
+        if params:
+            if not self.grnns:
+                raise RuntimeError(
+                    "no GRNN regressors loaded: train them with `fastdeblur train grnn`, or "
+                    "ask for the type only (params=False)"
+                )
+            for k, t in enumerate(BLUR_TYPES):
+                mine = type_sel == k
+                if t == blur_type and not bool(mine.any()):
+                    mine = torch.ones_like(mine)  # no patch voted for the verdict: use them all
+                if not bool(mine.any()) or t not in self.grnns:
+                    continue
+                est = self.regress(t, f_sel[mine])
+                for name, values in est.items():
+                    patch_params[name][sel[mine]] = values
+                if t == blur_type:
+                    result_params = _aggregate(t, est, probs_sel[mine, k])
+            if blur_type in self.image_grnns:
+                if self.grnn_feature == "profile":
+                    profile = f_sel
+                else:
+                    profile = feats.profile_features(patches[sel])
+                with torch.no_grad():
+                    y = self.image_grnns[blur_type].predict(profile.mean(0, keepdim=True))
+                decoded = feats.decode_params(blur_type, y.reshape(1, -1).float())
+                result_params = {name: float(v[0]) for name, v in decoded.items()}
+            conf *= self._param_confidence(blur_type, result_params, patch_params, warnings)
+        if warnings and "textured" in warnings[0]:
+            conf *= 0.3
+        blur_map = BlurMap(
+            corners=corners,
+            patch_size=PATCH_SIZE,
+            grid=(rows, cols),
+            image_size=(H, W),
+            textured=textured,
+            probs=probs,
+            blur_type=patch_type,
+            params=patch_params,
+            confidence=confidence,
+        )
+        return BlurEstimate(
+            blur_type=blur_type,
+            params=result_params,
+            confidence=float(conf),
+            probs={t: float(p) for t, p in zip(BLUR_TYPES, mean_probs, strict=True)},
+            noise_sigma=noise,
+            map=blur_map,
+            warnings=warnings,
+        )
+
+    @staticmethod
+    def _param_confidence(
+        blur_type: str,
+        params: dict[str, float],
+        patch_params: dict[str, torch.Tensor],
+        warnings: list[str],
+    ) -> float:
+        factor = 1.0
+        for name, (low, high) in DEFAULT_RANGES[blur_type].items():
+            if name == "angle" or name not in params:
+                continue
+            margin = 0.03 * (high - low)
+            if params[name] <= low + margin or params[name] >= high - margin:
+                warnings.append(
+                    f"{name} = {params[name]:.2f} is at the edge of the supported range "
+                    f"[{low:g}, {high:g}]: the true value may lie beyond it"
+                )
+                factor *= 0.3
+            values = patch_params[name]
+            values = values[~torch.isnan(values)]
+            if len(values) >= 4:
+                spread = float((values - values.median()).abs().median()) / (high - low)
+                if spread > 0.15:
+                    warnings.append(f"the patches disagree on {name} (spatially varying blur?)")
+                    factor *= 0.5
+        return factor
+
+    def classify(self, image: torch.Tensor | np.ndarray, **kwargs: Any) -> str:
+        """The blur type of an image only (no parameters)."""
+        return self.estimate(image, params=False, **kwargs).blur_type
+
+
+def _aggregate(
+    blur_type: str, est: dict[str, torch.Tensor], weights: torch.Tensor
+) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, values in est.items():
+        if name == "angle":
+            doubled = torch.deg2rad(values) * 2
+            c = (weights * torch.cos(doubled)).sum()
+            s = (weights * torch.sin(doubled)).sum()
+            out[name] = float(torch.rad2deg(torch.atan2(s, c)) / 2 % 180.0)
+        else:
+            out[name] = float(values.median())
+    return out
+
+
+def _gray(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Any supported single image -> float32 ``(H, W)`` luma."""
+    from fastdeblur.convolution import _to_tensor
+
+    if isinstance(image, torch.Tensor) and image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"image must be one image; got a batch of {image.shape[0]}")
+        image = image[0]
+    if isinstance(image, torch.Tensor) and image.ndim == 2:
+        image = image.unsqueeze(0)
+    x, _ = _to_tensor(image)
+    x = x[0].detach().cpu().float()
+    if x.shape[0] == 4:
+        x = x[:3]
+    if x.shape[0] not in (1, 3):
+        raise ValueError(f"image must have 1, 3 or 4 channels; got {x.shape[0]}")
+    g = to_gray(x)[0]
+    if min(g.shape) < PATCH_SIZE:
+        raise ValueError(f"image is {g.shape[0]}x{g.shape[1]}; it must be at least 32x32")
+    return g
+
+
+def _noise_crop(gray: torch.Tensor, side: int = 1024) -> torch.Tensor:
+    """The centre ``side``×``side`` crop (noise estimation does not need more)."""
+    H, W = gray.shape
+    top, left = max(0, (H - side) // 2), max(0, (W - side) // 2)
+    return gray[top : top + side, left : left + side]
+
+
+_default: BlurEstimator | None = None
+
+
+def default_estimator() -> BlurEstimator:
+    """The estimator with the weights shipped in ``fastdeblur/weights`` (loaded once)."""
+    global _default
+    if _default is None:
+        _default = BlurEstimator.load()
+    return _default
+
+
+def estimate(
+    image: torch.Tensor | np.ndarray, *, estimator: BlurEstimator | None = None, **kwargs: Any
+) -> BlurEstimate:
+    """Estimate the blur type and parameters of an image, with a per-patch blur map.
+
+    Args:
+        image: Tensor ``(C, H, W)`` in [0, 1], or numpy ``HW``/``HWC`` uint8/uint16/float.
+        estimator: A :class:`BlurEstimator` (default: the shipped weights).
+        **kwargs: ``stride``, ``max_patches`` (see :meth:`BlurEstimator.estimate`).
+
+    Returns:
+        A :class:`BlurEstimate`: ``.blur_type``, ``.params``, ``.confidence``, ``.map``.
+    """
+    return (estimator or default_estimator()).estimate(image, **kwargs)
+
+
+def classify(
+    image: torch.Tensor | np.ndarray, *, estimator: BlurEstimator | None = None, **kwargs: Any
+) -> str:
+    """The blur type of an image: ``"gaussian"``, ``"motion"`` or ``"defocus"``."""
+    return (estimator or default_estimator()).classify(image, **kwargs)

@@ -1,0 +1,445 @@
+"""Training the estimator on synthetic data: the classifier, then one GRNN per blur type.
+
+Both steps follow :mod:`fastdeblur.estimate.data` (36,000 patches, 12,000 per type, parameter
+ranges of :data:`fastdeblur.synth.DEFAULT_RANGES`, noise σn 0–0.02) with a validation split by
+image, and write safetensors weights with a model card into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastdeblur.estimate import features as feats
+from fastdeblur.estimate.classifier import (
+    PAPER_LAYERS,
+    BlurClassifier,
+    accuracy,
+    finetune,
+    pretrain,
+)
+from fastdeblur.estimate.data import (
+    cached_patches,
+    estimator_images,
+    synth_patches,
+    synth_windows,
+)
+from fastdeblur.estimate.estimator import (
+    CLASSIFIER_FILE,
+    GRNN_MANIFEST,
+    BlurEstimator,
+)
+from fastdeblur.estimate.grnn import GRNN
+from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES
+from fastdeblur.train import export_safetensors, seed_everything, write_model_card
+
+RANGES_TEXT = (
+    "Parameters drawn uniformly: Gaussian σ 0.5–5 px; motion length 3–31 px, angle 0–180°; "
+    "defocus radius 1–10 px; white noise σn uniform in 0–0.02 (intensities in [0, 1]); gray "
+    "32×32 patches, flat ones (texture energy below threshold) skipped."
+)
+
+
+def _shown_path(arg: str) -> str:
+    """``/any/where/shared/data/x`` -> ``../shared/data/x``: the shared data folder sits beside
+    every checkout, so cards name it relative to the repository."""
+    parts = Path(arg).parts
+    for i in range(len(parts) - 1):
+        if parts[i] == "shared" and parts[i + 1] == "data" and Path(arg).exists():
+            return str(Path("..", *parts[i:]))
+    return arg
+
+
+def command_line() -> str:
+    """The command that is running, for model cards."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("fastdeblur", "__main__.py", "main.py")):
+        argv = ["fastdeblur", *argv[1:]]
+    return " ".join(shlex.quote(_shown_path(a)) for a in argv)
+
+
+def _data_text(images: str | Path | None, names: dict[str, list[str]], n_train: int, n_val: int):
+    source = "the photos inside `skimage.data`"
+    if images is not None:
+        shown = _shown_path(str(images))
+        source = f"`{shown}` and {source}"
+    return (
+        f"Synthetic blurred patches of {source}, split by image (20 % validation, seed 0): "
+        f"{len(names['train'])} training images, {len(names['val'])} validation images "
+        f"({', '.join(names['val'])}). {n_train} training patches ({n_train // 3} per type), "
+        f"{n_val} validation patches. {RANGES_TEXT}"
+    )
+
+
+def patch_sets(
+    images: str | Path | None,
+    *,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict, dict[str, list[str]]]:
+    """The training and validation patch sets (cached in ``cache_dir`` when given)."""
+    train_images, val_images, names = estimator_images(images, seed=seed)
+    if not val_images:
+        raise ValueError("no validation images: give more images")
+    tag = "shared" if images is not None else "skimage"
+    train = cached_patches(
+        cache_dir,
+        f"{tag}_train_{n_train}_s{seed}",
+        lambda: synth_patches(train_images, n_train, seed=seed, progress=progress),
+    )
+    val = cached_patches(
+        cache_dir,
+        f"{tag}_val_{n_val}_s{seed + 1}",
+        lambda: synth_patches(val_images, n_val, seed=seed + 1, progress=progress),
+    )
+    return train, val, names
+
+
+def window_sets(
+    images: str | Path | None,
+    *,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[dict, dict]:
+    """Training and validation sets of 128×128 windows for the image-level GRNNs."""
+    train_images, val_images, _ = estimator_images(images, seed=seed)
+    tag = "shared" if images is not None else "skimage"
+    train = cached_patches(
+        cache_dir,
+        f"{tag}_wintrain_{n_train}_s{seed}",
+        lambda: synth_windows(train_images, n_train, seed=seed, progress=progress),
+    )
+    val = cached_patches(
+        cache_dir,
+        f"{tag}_winval_{n_val}_s{seed + 1}",
+        lambda: synth_windows(val_images, n_val, seed=seed + 1, progress=progress),
+    )
+    return train, val
+
+
+def window_arrays(data: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{type: (mean profiles (n, d), targets (n, p))}`` of a window set, by true type."""
+    out = {}
+    for k, t in enumerate(BLUR_TYPES):
+        idx = torch.nonzero(data["labels"] == k).squeeze(1)
+        y = torch.tensor(
+            [feats.encode_params(t, data["params"][i]) for i in idx.tolist()], dtype=torch.float32
+        )
+        out[t] = (data["features"][idx], y)
+    return out
+
+
+def fit_classifier(
+    train: dict,
+    val: dict,
+    *,
+    input_kind: str = "spectrum",
+    layers: tuple[int, ...] = PAPER_LAYERS,
+    pretraining: bool = True,
+    pretrain_epochs: int = 5,
+    epochs: int = 30,
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[BlurClassifier, dict[str, Any]]:
+    """Train a :class:`BlurClassifier` on patch sets; returns it and its validation metrics."""
+    seed_everything(seed)
+    x = feats.classifier_input(train["patches"], input_kind)
+    xv = feats.classifier_input(val["patches"], input_kind)
+    model = BlurClassifier(layers, input_kind=input_kind)
+    model.set_normalisation(x)
+    ckpt = None if checkpoint_dir is None else str(checkpoint_dir)
+    pre = []
+    if pretraining:
+        pre = pretrain(
+            model,
+            x,
+            epochs=pretrain_epochs,
+            batch_size=batch_size,
+            seed=seed,
+            checkpoint_dir=ckpt,
+            progress=progress,
+        )
+    history = finetune(
+        model,
+        x,
+        train["labels"],
+        val=(xv, val["labels"]),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        checkpoint_dir=None if ckpt is None else f"{ckpt}/finetune",
+        progress=progress,
+    )
+    model.eval()
+    metrics = classifier_metrics(model, xv, val["labels"], val["noise"])
+    metrics["train_patch_accuracy"] = accuracy(model, x, train["labels"])
+    metrics["pretraining"] = pre
+    metrics["val_accuracy_per_epoch"] = [
+        round(r["val_accuracy"], 4) for r in history if "val_accuracy" in r
+    ]
+    return model, metrics
+
+
+def classifier_metrics(
+    model: BlurClassifier, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor
+) -> dict[str, Any]:
+    """Patch accuracy overall, per type and per noise band, and the confusion matrix."""
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    out: dict[str, Any] = {"val_patch_accuracy": float((pred == y).float().mean())}
+    for k, t in enumerate(BLUR_TYPES):
+        out[f"val_accuracy_{t}"] = float((pred[y == k] == k).float().mean())
+    for lo, hi in ((0.0, 0.005), (0.005, 0.01), (0.01, 0.02)):
+        band = (noise >= lo) & (noise < hi + 1e-12)
+        out[f"val_accuracy_noise_{lo}-{hi}"] = float((pred[band] == y[band]).float().mean())
+    conf = torch.zeros(3, 3, dtype=torch.long)
+    for a, b in zip(y.tolist(), pred.tolist(), strict=True):
+        conf[a, b] += 1
+    out["confusion (rows true, cols predicted)"] = conf.tolist()
+    return out
+
+
+def train_classifier(
+    images: str | Path | None,
+    out_dir: str | Path,
+    *,
+    n_train: int = 36_000,
+    n_val: int = 6_000,
+    input_kind: str = "spectrum",
+    pretraining: bool = True,
+    pretrain_epochs: int = 1,
+    epochs: int = 8,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Synthesise data, train the classifier, write ``blur_classifier.safetensors`` + card."""
+    train, val, names = patch_sets(
+        images, n_train=n_train, n_val=n_val, seed=seed, cache_dir=cache_dir, progress=progress
+    )
+    model, metrics = fit_classifier(
+        train,
+        val,
+        input_kind=input_kind,
+        pretraining=pretraining,
+        pretrain_epochs=pretrain_epochs,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+    )
+    out = Path(out_dir) / CLASSIFIER_FILE
+    export_safetensors(
+        model,
+        out,
+        metadata={
+            "layers": list(model.layers_spec),
+            "input_kind": input_kind,
+            "classes": list(BLUR_TYPES),
+            "pretraining": pretraining,
+        },
+    )
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+    write_model_card(
+        out,
+        title="Blur-type patch classifier (1024-500-30-10-3)",
+        description=(
+            "Classifies a gray 32×32 patch as Gaussian, motion or defocus blur (Yan & Shao, "
+            "TIP 2016 architecture). Input: "
+            + (
+                "the patch's mean-free log power spectrum (Hann window)."
+                if input_kind == "spectrum"
+                else "the patch's pixels, standardised per patch."
+            )
+            + " Load with `fastdeblur.estimate.BlurEstimator.load_classifier`."
+        ),
+        data=_data_text(images, names, n_train, n_val),
+        command=command_line(),
+        metrics=shown,
+        details={
+            "layers": "-".join(map(str, model.layers_spec)) + " (sigmoid hidden, softmax out)",
+            "pre-training": (
+                f"greedy RBMs (Gaussian-Bernoulli visible layer, CD-1), {pretrain_epochs} "
+                "epochs each"
+                if pretraining
+                else "none"
+            ),
+            "fine-tuning": (
+                f"cross-entropy, Adam lr {lr:g} with cosine decay, batch {batch_size}, "
+                f"{epochs} epochs"
+            ),
+            "seed": seed,
+        },
+    )
+    return metrics
+
+
+def grnn_arrays(
+    estimator: BlurEstimator, data: dict
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{type: (features (n, d), targets (n, p))}`` of a patch set, by true type."""
+    f = estimator.regression_features(data["patches"])
+    out = {}
+    for k, t in enumerate(BLUR_TYPES):
+        idx = torch.nonzero(data["labels"] == k).squeeze(1)
+        y = torch.tensor(
+            [feats.encode_params(t, data["params"][i]) for i in idx.tolist()], dtype=torch.float32
+        )
+        out[t] = (f[idx], y)
+    return out
+
+
+def param_errors(
+    estimator: BlurEstimator,
+    arrays: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    grnns: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Mean absolute error of each parameter (angles in degrees, periodic; motion lengths
+    >= 7 px for the angle, as in the quality targets). ``grnns`` replaces the estimator's
+    patch-level GRNNs (e.g. the image-level ones on window features)."""
+    out = {}
+    for t, (f, y) in arrays.items():
+        if grnns is None:
+            est = estimator.regress(t, f)
+        else:
+            with torch.no_grad():
+                est = feats.decode_params(t, grnns[t].predict(f).reshape(len(f), -1).float())
+        true = feats.decode_params(t, y)
+        for name, v in est.items():
+            if name == "angle":
+                d = (v - true[name]).abs() % 180
+                d = torch.minimum(d, 180 - d)
+                long = true["length"] >= 7
+                out[f"{t}.{name}_mae_deg(length>=7)"] = float(d[long].mean())
+            else:
+                out[f"{t}.{name}_mae_px"] = float((v - true[name]).abs().mean())
+    return out
+
+
+def fit_grnns(
+    estimator: BlurEstimator, train: dict, n_centers: int | None = None
+) -> dict[str, Any]:
+    """Fit one GRNN per type on ``train`` (features of ``estimator.grnn_feature``), optionally
+    compressed to ``n_centers`` k-means centres."""
+    grnns = {}
+    for t, (f, y) in grnn_arrays(estimator, train).items():
+        grnns[t] = GRNN(n_centers=_centers(n_centers, len(f))).fit(f, y)
+    estimator.grnns = grnns
+    return grnns
+
+
+def train_grnn(
+    images: str | Path | None,
+    weights_dir: str | Path,
+    *,
+    feature: str = "profile",
+    n_train: int = 36_000,
+    n_val: int = 6_000,
+    n_windows: int = 36_000,
+    n_val_windows: int = 3_000,
+    n_centers: int | None = 2048,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit the patch-level GRNNs on top of the classifier in ``weights_dir`` and, when
+    ``n_windows > 0``, the image-level GRNNs on 128×128 windows; write them, a manifest and
+    model cards there."""
+    weights_dir = Path(weights_dir)
+    classifier = BlurEstimator.load_classifier(weights_dir / CLASSIFIER_FILE)
+    train, val, names = patch_sets(
+        images, n_train=n_train, n_val=n_val, seed=seed, cache_dir=cache_dir, progress=progress
+    )
+    estimator = BlurEstimator(classifier, grnn_feature=feature)
+    grnns = fit_grnns(estimator, train, n_centers)
+    metrics = param_errors(estimator, grnn_arrays(estimator, val))
+    files = {}
+    for t, g in grnns.items():
+        name = f"blur_grnn_{t}.safetensors"
+        g.save(weights_dir / name)
+        files[t] = name
+        write_model_card(
+            weights_dir / name,
+            title=f"GRNN regressor of {t} blur parameters",
+            description=(
+                f"Generalised regression network mapping a blurred 32×32 patch's "
+                f"{'spectral profile (fastdeblur.estimate.features.profile_features)' if feature == 'profile' else '30-d hidden layer of the blur classifier'}"  # noqa: E501
+                f" to {', '.join(_targets(t))}. Used by `fastdeblur.estimate` on patches "
+                "classified as this type."
+            ),
+            data=_data_text(images, names, n_train, n_val)
+            + f" The GRNN stores {n_centers or n_train // 3} k-means centres of the "
+            f"{n_train // 3} training patches of this type.",
+            command=command_line(),
+            metrics={k: v for k, v in metrics.items() if k.startswith(t)},
+            details={"feature": feature, "targets": ", ".join(_targets(t))},
+        )
+    manifest: dict[str, Any] = {"feature": feature, "files": files, "ranges": DEFAULT_RANGES}
+    if n_windows > 0:
+        wtrain, wval = window_sets(
+            images,
+            n_train=n_windows,
+            n_val=n_val_windows,
+            seed=seed,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+        image_grnns = {
+            t: GRNN(n_centers=_centers(n_centers, len(f))).fit(f, y)
+            for t, (f, y) in window_arrays(wtrain).items()
+        }
+        image_metrics = param_errors(estimator, window_arrays(wval), image_grnns)
+        manifest["image_files"] = {}
+        for t, g in image_grnns.items():
+            name = f"blur_grnn_image_{t}.safetensors"
+            g.save(weights_dir / name)
+            manifest["image_files"][t] = name
+            write_model_card(
+                weights_dir / name,
+                title=f"Image-level GRNN regressor of {t} blur parameters",
+                description=(
+                    "Generalised regression network mapping the mean spectral profile of the "
+                    "textured 32×32 patches of a uniformly blurred image (or window) to "
+                    f"{', '.join(_targets(t))}. `fastdeblur.estimate` uses it for the "
+                    "image-level verdict."
+                ),
+                data=_data_text(images, names, n_train, n_val).split(". ")[0]
+                + f". {n_windows} blurred 128×128 windows of the training images "
+                f"({n_windows // 3} per type), {n_val_windows} of the validation images. "
+                + RANGES_TEXT,
+                command=command_line(),
+                metrics={k: v for k, v in image_metrics.items() if k.startswith(t)},
+                details={"feature": "mean profile_features over textured patches"},
+            )
+        metrics |= {f"image.{k}": v for k, v in image_metrics.items()}
+    manifest["metrics"] = metrics
+    (weights_dir / GRNN_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return metrics
+
+
+def _centers(n_centers: int | None, n: int) -> int | None:
+    return None if n_centers is None or n_centers <= 0 or n_centers >= n else n_centers
+
+
+def _targets(t: str) -> list[str]:
+    return {"gaussian": ["σ"], "motion": ["length", "(cos 2θ, sin 2θ)"], "defocus": ["radius"]}[t]
