@@ -1,7 +1,22 @@
 """fastdeblur: estimate how an image is blurred and remove the blur, fast."""
 
+from fastdeblur import io, psf
 from fastdeblur._version import __version__
 from fastdeblur.convolution import blur
+from fastdeblur.estimate import classify, estimate
+from fastdeblur.product_convolution import ProductConvolutionBlur
 from fastdeblur.restore.pipeline import deblur
+from fastdeblur.spatially_varying import SpatiallyVaryingBlur, sv_blur
 
-__all__ = ["__version__", "blur", "deblur"]
+__all__ = [
+    "ProductConvolutionBlur",
+    "SpatiallyVaryingBlur",
+    "__version__",
+    "blur",
+    "classify",
+    "deblur",
+    "estimate",
+    "io",
+    "psf",
+    "sv_blur",
+]

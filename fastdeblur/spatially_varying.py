@@ -60,3 +60,40 @@ class SpatiallyVaryingBlur(nn.Module):
     def extra_repr(self) -> str:
         kh, kw = self.kernel_size
         return f"kernel_size=({kh}, {kw}), boundary={self.boundary!r}"
+
+
+def apply_field(x: torch.Tensor, field, boundary: str = "reflect") -> torch.Tensor:
+    """Blur images with a kernel field of either model.
+
+    Args:
+        x: Images ``(B, C, H, W)``.
+        field: A :class:`fastdeblur.fields.KernelField`: ``model="pc"`` holds grid kernels
+            ``(gh, gw, kh, kw)`` applied by product-convolution (:func:`fastdeblur.ops.pc_conv`),
+            ``model="pixel"`` per-pixel kernels ``(kh·kw, H, W)`` applied by
+            :func:`fastdeblur.ops.sv_conv`.
+        boundary: ``reflect`` | ``zero`` | ``replicate`` | ``circular``.
+
+    Returns:
+        Blurred images ``(B, C, H, W)``.
+    """
+    from fastdeblur.ops import pc_conv, sv_conv
+
+    kernels = field.kernels.to(device=x.device, dtype=x.dtype)
+    if field.model == "pc":
+        return pc_conv(x, kernels, boundary)
+    if field.model == "pixel":
+        if tuple(kernels.shape[-2:]) != tuple(x.shape[-2:]):
+            raise ValueError(
+                f"per-pixel field is {tuple(kernels.shape[-2:])} but the image is "
+                f"{tuple(x.shape[-2:])}"
+            )
+        return sv_conv(x, kernels, boundary, kernel_size=tuple(field.kernel_size))
+    raise ValueError(f"field model must be 'pc' or 'pixel'; got {field.model!r}")
+
+
+def sv_blur(image: torch.Tensor, field, boundary: str = "reflect") -> torch.Tensor:
+    """Spatially-varying blur of ``(C, H, W)`` or ``(B, C, H, W)`` images with a kernel field
+    (see :func:`apply_field`); returns the same shape."""
+    x = image if image.ndim == 4 else image.unsqueeze(0)
+    y = apply_field(x, field, boundary)
+    return y if image.ndim == 4 else y[0]

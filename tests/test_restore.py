@@ -253,7 +253,6 @@ needs_pc_conv = pytest.mark.skipif(importlib.util.find_spec("fastdeblur.ops.pc_c
 @pytest.mark.parametrize("solver", ["wiener", "rl", "hyperlaplacian"])
 def test_spatially_varying_solvers_improve_psnr(solver: str) -> None:
     from fastdeblur.ops.pc_conv import pc_conv
-
     from fastdeblur.restore import varying
 
     x = sharp_image(1, 40)

@@ -16,6 +16,7 @@ class Method(StrEnum):
     wiener = "wiener"
     rl = "rl"
     hyperlaplacian = "hyperlaplacian"
+    nafnet = "nafnet"
 
 
 class Device(StrEnum):

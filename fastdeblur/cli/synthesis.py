@@ -180,16 +180,17 @@ def _save_psf(
 def _apply_field(x: torch.Tensor, field: str, seed: int | None, boundary: str) -> torch.Tensor:
     """Blur ``x (1, C, H, W)`` with a stored (.npz) or built-in kernel field."""
     from fastdeblur import fields
-    from fastdeblur.ops import pc_conv, sv_conv
+    from fastdeblur.spatially_varying import apply_field
 
     H, W = x.shape[-2:]
     if field.lower().endswith(".npz"):
         stored = fields.load_field(Path(field))
     elif field in fields.FIELD_TYPES:
-        stored = fields.make_field(field, H, W, seed=seed if seed is not None else 0)
+        grid = fields.make_field(field, H, W, seed=seed if seed is not None else 0)
+        stored = fields.KernelField(grid, "pc", tuple(grid.shape[-2:]))
     else:
         raise CLIError(
             f"--field must be a .npz kernel field or one of {', '.join(fields.FIELD_TYPES)};"
             f" got {field!r}"
         )
-    return fields.apply_field(x, stored, boundary=boundary, pc_conv=pc_conv, sv_conv=sv_conv)
+    return apply_field(x, stored, boundary=boundary)

@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(train_app, name="train")
+    from fastdeblur.cli.train_nafnet import add_commands
+
+    add_commands(train_app)
 
     @train_app.command("classifier")
     @cli_errors

@@ -6,7 +6,10 @@ fallback when the native extension is missing, and the baseline of ``bench/``.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch.nn.functional import scaled_dot_product_attention
 
 from fastdeblur.convolution import boundary_index, check_boundary, pad
@@ -424,7 +427,6 @@ def grnn_lse(queries: torch.Tensor, keys: torch.Tensor, sigma: float,
 # ---- end grnn ----
 
 
-import torch.nn.functional as F
 
 
 # ---- naf_block ----
@@ -496,11 +498,8 @@ def naf_block(x: torch.Tensor, norm1_weight: torch.Tensor, norm1_bias: torch.Ten
     return y + h * gamma
 
 
-import math
 
-import torch
 
-from fastdeblur.convolution import boundary_index, check_boundary, pad
 
 # ---- sv_conv ----
 # Per-pixel spatially-varying convolution (gather form) and its exact adjoint (scatter form).

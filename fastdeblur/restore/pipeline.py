@@ -29,7 +29,7 @@ from fastdeblur.convolution import _from_tensor, _to_tensor
 from fastdeblur.restore import uniform, varying
 from fastdeblur.restore.tiling import tiled
 
-METHODS: tuple[str, ...] = ("auto", "wiener", "rl", "hyperlaplacian")
+METHODS: tuple[str, ...] = ("auto", "wiener", "rl", "hyperlaplacian", "nafnet")
 # Uniform-kernel images above this many pixels are tiled by default (bounded memory).
 AUTO_TILE_PIXELS = 4096 * 4096
 AUTO_TILE = 2048
@@ -214,6 +214,25 @@ def deblur_with_details(
         raise ValueError(f"deblur takes one image (C, H, W); got a batch of {x.shape[0]}")
     y = x.to(device=dev, dtype=torch.float32)
     estimate_result = None
+    if method == "nafnet":
+        # Learned blind deblurring: no kernel is estimated or used.
+        from fastdeblur.models.pretrained import nafnet_deblur
+
+        if kernel is not None:
+            raise ValueError("method 'nafnet' is blind: it takes no kernel")
+        out = nafnet_deblur(y, tile=tile or 512, device=dev).clamp(0, 1)
+        out = out.to(x.dtype if x.is_floating_point() else torch.float32)
+        if info["kind"] == "tensor":
+            out = out.to(x.device)
+        if progress is not None:
+            progress(1, 1)
+        return DeblurResult(
+            image=_from_tensor(out, info),
+            method="nafnet",
+            kernel=torch.empty(0),
+            estimate=None,
+            noise_sigma=torch.empty(0),
+        )
     if kernel is None:
         k, estimate_result = _estimate_kernel(y)
         k = _as_kernel(k, dev)
@@ -264,8 +283,8 @@ def deblur(
     Args:
         image: Tensor ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1], or a numpy ``HW``/``HWC``
             array (uint8, uint16 or float); gray or colour.
-        method: ``auto`` (see the module docstring), ``wiener``, ``rl`` (Richardson–Lucy) or
-            ``hyperlaplacian``.
+        method: ``auto`` (see the module docstring), ``wiener``, ``rl`` (Richardson–Lucy),
+            ``hyperlaplacian``, or ``nafnet`` (the shipped learned deblurrer; blind, no kernel).
         kernel: The blur: one kernel ``(kh, kw)`` (normalised to sum 1), or a grid of kernels
             ``(gh, gw, kh, kw)`` for a spatially-varying blur (product-convolution model).
             Estimated from the image when None.

@@ -55,21 +55,21 @@ def blur_operator(
                 "kernels must be a grid (gh, gw, kh, kw) or (B, gh, gw, kh, kw), or per-pixel "
                 f"kernels with kernel_size=(kh, kw); got shape {tuple(kernels.shape)}"
             )
-        from fastdeblur.ops import pc_conv as pc
+        from fastdeblur.ops import pc_conv, pc_conv_adjoint
 
         grid = kernels / kernels.sum(dim=(-2, -1), keepdim=True)
-        return (lambda x: pc.pc_conv(x, grid.to(x.dtype), boundary),
-                lambda y: pc.pc_conv_adjoint(y, grid.to(y.dtype), boundary))
+        return (lambda x: pc_conv(x, grid.to(x.dtype), boundary),
+                lambda y: pc_conv_adjoint(y, grid.to(y.dtype), boundary))
     if kernels.ndim not in (3, 4):
         raise ValueError(
             f"per-pixel kernels must be (kh*kw, H, W) or (B, kh*kw, H, W); got "
             f"{tuple(kernels.shape)}"
         )
-    from fastdeblur.ops import sv_conv as sv
+    from fastdeblur.ops import sv_conv, sv_conv_adjoint
 
     ks = tuple(kernel_size)
-    return (lambda x: sv.sv_conv(x, kernels.to(x.dtype), boundary, kernel_size=ks),
-            lambda y: sv.sv_conv_adjoint(y, kernels.to(y.dtype), boundary, kernel_size=ks))
+    return (lambda x: sv_conv(x, kernels.to(x.dtype), boundary, kernel_size=ks),
+            lambda y: sv_conv_adjoint(y, kernels.to(y.dtype), boundary, kernel_size=ks))
 
 
 def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
