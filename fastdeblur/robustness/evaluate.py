@@ -282,7 +282,9 @@ def _make_deblur(deblur_first: bool | DeblurFn, deblur_kernel: str, deblur_metho
 
     def run(images: torch.Tensor, kernels: torch.Tensor | None) -> torch.Tensor:
         if deblur_kernel == "blind":
-            return deblur(images, method=deblur_method)
+            # fastdeblur.deblur restores one image at a time (its estimate is per image).
+            return torch.cat([deblur(images[i : i + 1], method=deblur_method)
+                              for i in range(images.shape[0])])
         if kernels is None:
             raise ValueError("deblur_kernel='true' needs one kernel per image; this blur type "
                              "is spatially varying (use deblur_kernel='blind')")
