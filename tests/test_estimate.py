@@ -202,12 +202,10 @@ def test_image_level_grnn_gives_the_verdict_parameters() -> None:
         "defocus": grnn_mod.GRNN(sigma=1.0).fit(x, torch.full((20, 1), 4.0)),
     }
     result = est.estimate(_textured(96, 96))
-    expected = {
-        "gaussian": {"sigma": 2.5},
-        "motion": {"length": 12.0, "angle": 45.0},
-        "defocus": {"radius": 4.0},
-    }[result.blur_type]
-    assert result.params == pytest.approx(expected, abs=1e-3)
+    # (the motion angle comes from the patches, not from the image-level GRNN)
+    expected = {"gaussian": {"sigma": 2.5}, "motion": {"length": 12.0}, "defocus": {"radius": 4.0}}
+    for name, value in expected[result.blur_type].items():
+        assert result.params[name] == pytest.approx(value, abs=1e-3)
 
 
 def test_estimate_accepts_numpy_and_rgb() -> None:

