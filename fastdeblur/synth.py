@@ -172,6 +172,40 @@ def gradient_energy(patch: torch.Tensor) -> torch.Tensor:
     return dx.pow(2).mean(dim=(-2, -1)) + dy.pow(2).mean(dim=(-2, -1))
 
 
+def draw_window(
+    images: Sequence[torch.Tensor],
+    patch_size: int,
+    margin: int,
+    generator: torch.Generator,
+    min_gradient_energy: float = 0.0,
+    tries: int = 20,
+) -> torch.Tensor:
+    """Cut a random ``(C, P + 2·margin, P + 2·margin)`` window from one of ``images``.
+
+    Redraws (up to ``tries`` times) while the central ``P × P`` patch is flatter than
+    ``min_gradient_energy`` (:func:`gradient_energy`); the last drawn window is kept then.
+
+    Raises:
+        ValueError: no draw found an image large enough.
+    """
+    window = patch_size + 2 * margin
+    crop = None
+    for _ in range(tries):
+        image = images[int(torch.randint(len(images), (), generator=generator))]
+        H, W = image.shape[-2:]
+        if min(H, W) < window:
+            continue
+        top = int(torch.randint(H - window + 1, (), generator=generator))
+        left = int(torch.randint(W - window + 1, (), generator=generator))
+        crop = image[:, top : top + window, left : left + window]
+        centre = crop[:, margin : margin + patch_size, margin : margin + patch_size]
+        if gradient_energy(centre).mean() >= min_gradient_energy:
+            break
+    if crop is None:
+        raise ValueError(f"no image is large enough for a {window}x{window} window")
+    return crop
+
+
 def sample_params(
     blur_type: str,
     generator: torch.Generator,
@@ -295,21 +329,7 @@ class BlurPatchDataset(torch.utils.data.Dataset):
         noise = lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64).item()
         P = self.patch_size
         margin = kernel_radius(blur_type, params)
-        window = P + 2 * margin
-        crop = None
-        for _ in range(20):
-            image = self.images[int(torch.randint(len(self.images), (), generator=g))]
-            H, W = image.shape[-2:]
-            if min(H, W) < window:
-                continue
-            top = int(torch.randint(H - window + 1, (), generator=g))
-            left = int(torch.randint(W - window + 1, (), generator=g))
-            crop = image[:, top : top + window, left : left + window]
-            centre = crop[:, margin : margin + P, margin : margin + P]
-            if gradient_energy(centre).mean() >= self.min_gradient_energy:
-                break
-        if crop is None:
-            raise ValueError(f"no image is large enough for a {window}x{window} window")
+        crop = draw_window(self.images, P, margin, g, self.min_gradient_energy, tries=20)
         kernel = psf_models.from_params(blur_type, params, dtype=torch.float32)
         blurred = convolve(crop.unsqueeze(0), kernel, boundary="reflect")[0]
         sharp = crop[:, margin : margin + P, margin : margin + P].clone()

@@ -39,7 +39,7 @@ from fastdeblur import psf as psf_models
 from fastdeblur.convolution import convolve
 from fastdeblur.synth import (
     DEFAULT_RANGES,
-    gradient_energy,
+    draw_window,
     kernel_radius,
     load_images,
     sample_params,
@@ -198,20 +198,7 @@ class DeblurPairDataset(torch.utils.data.Dataset):
         noise = _uniform(g, *self.noise_sigma)
         P = self.patch_size
         window = P + 2 * margin
-        crop = None
-        for _ in range(10):
-            image = self.images[int(torch.randint(len(self.images), (), generator=g))]
-            H, W = image.shape[-2:]
-            if min(H, W) < window:
-                continue
-            top = int(torch.randint(H - window + 1, (), generator=g))
-            left = int(torch.randint(W - window + 1, (), generator=g))
-            crop = image[:, top : top + window, left : left + window]
-            centre = crop[:, margin : margin + P, margin : margin + P]
-            if gradient_energy(centre).mean() >= self.min_gradient_energy:
-                break
-        if crop is None:
-            raise ValueError(f"no image is large enough for a {window}x{window} window")
+        crop = draw_window(self.images, P, margin, g, self.min_gradient_energy, tries=10)
         if self.augment:
             flips = torch.randint(2, (2,), generator=g).tolist()
             turns = int(torch.randint(4, (), generator=g))
