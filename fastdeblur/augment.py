@@ -1,29 +1,6 @@
-"""Blur augmentation transforms; see :mod:`fastdeblur.robustness.augment`."""
+"""Blur augmentation transforms: the public name of :mod:`fastdeblur.robustness.augment`."""
 
-from fastdeblur.robustness.augment import (
-    BLUR_TYPES,
-    BlurTransform,
-    Compose,
-    RandomBlur,
-    RandomCameraShake,
-    RandomDefocusBlur,
-    RandomGaussianBlur,
-    RandomMotionBlur,
-    RandomSpatiallyVaryingBlur,
-    at_strength,
-    blur_at_strengths,
-)
+from fastdeblur.robustness import augment as _augment
+from fastdeblur.robustness.augment import *  # noqa: F403 (the same names, one definition)
 
-__all__ = [
-    "BLUR_TYPES",
-    "BlurTransform",
-    "Compose",
-    "RandomBlur",
-    "RandomCameraShake",
-    "RandomDefocusBlur",
-    "RandomGaussianBlur",
-    "RandomMotionBlur",
-    "RandomSpatiallyVaryingBlur",
-    "at_strength",
-    "blur_at_strengths",
-]
+__all__ = list(_augment.__all__)

@@ -10,14 +10,9 @@ from typing import ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
+
+from fastdeblur._progress import progress_bar
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,15 +62,7 @@ def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 def progress() -> Progress:
     """A rich progress bar on stderr for work over many items or steps."""
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
+    return progress_bar(err_console)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -294,23 +294,9 @@ class Trainer:
         total = self.epochs * self.steps_per_epoch
         bar = None
         if self.show_progress:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from fastdeblur._progress import progress_bar
 
-            bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
+            bar = progress_bar(info_field=True)
             task = bar.add_task(self.name, total=total, completed=self.global_step, info="")
             bar.start()
         try:
