@@ -61,9 +61,8 @@ def _prepare(t: torch.Tensor, grid_kernels: torch.Tensor, boundary: str, name: s
     return grid_kernels.to(t.dtype)
 
 
-@torch.compiler.assume_constant_result
 def _select(device: torch.device, dtype: torch.dtype) -> str:
-    # Evaluated once per trace under torch.compile (the choice is fixed for a compiled graph).
+    # Plain Python on import-time facts: torch.compile resolves it once, at trace time.
     backend = _backend.select("pc_conv", device)
     # The native kernels are written for float32/float64; other dtypes take the reference
     # (or Triton on a GPU, which computes in float32).
