@@ -42,6 +42,79 @@ def pc_conv_full_image_loop(x: torch.Tensor, grid_kernels: torch.Tensor,
     return y.reshape(B, C, H, W)
 
 
+def _fft_intervals(weights: torch.Tensor) -> list[tuple[int, int, list[int]]]:
+    """Tiles ``(start, stop, lines)`` of one padded axis with at most two non-zero grid lines
+    (``weights``: ``(lines, n)``), as the native local-FFT path cuts it."""
+    nonzero = (weights != 0).T.tolist()
+    runs: list[list] = []
+    for s, row in enumerate(nonzero):
+        lines = [a for a, nz in enumerate(row) if nz]
+        if runs and runs[-1][2] == lines:
+            runs[-1][1] = s + 1
+        else:
+            runs.append([s, s + 1, lines])
+    longest = max(stop - start for start, stop, _ in runs)
+    tiles: list[list] = []
+    for start, stop, lines in runs:
+        union = sorted(set(tiles[-1][2]) | set(lines)) if tiles else None
+        if tiles and len(union) <= 2 and stop - tiles[-1][0] <= longest:
+            tiles[-1] = [tiles[-1][0], stop, union]
+        else:
+            tiles.append([start, stop, lines])
+    return [(a, b, lines) for a, b, lines in tiles]
+
+
+def pc_conv_fft_tiles(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str = "reflect"
+                      ) -> torch.Tensor:
+    """``pc_conv`` in PyTorch by local FFTs accumulated in the frequency domain.
+
+    The padded domain is cut into tiles between grid-cell centres, where at most 2 × 2 cells
+    have non-zero weight; per tile, the weighted products are transformed (one batched
+    ``rfft2`` per tile row and FFT width), multiplied by the kernels' transfer functions and
+    summed over the tile's cells in the frequency domain, transformed back once, and
+    overlap-added. The same algorithm as the native local-FFT path, in PyTorch ops.
+    """
+    from fastdeblur.convolution import _fast_fft_size
+
+    k = reference._pc_check(x, grid_kernels, boundary).to(x.dtype)
+    B, C, H, W = x.shape
+    kh, kw = k.shape[-2:]
+    widths, wyp, wxp, _, _ = reference._pc_geometry(H, W, k, boundary, x.dtype)
+    xp = pad(x, widths, boundary)
+    rows, cols = _fft_intervals(wyp), _fft_intervals(wxp)
+    y = x.new_zeros(B, C, H + 2 * (kh - 1), W + 2 * (kw - 1))  # room for the overlap-add
+    otfs: dict[tuple[int, int], torch.Tensor] = {}
+    for r0, r1, row_lines in rows:
+        fr = _fast_fft_size(r1 - r0 + kh - 1)
+        groups: dict[int, list] = {}
+        for c0, c1, col_lines in cols:
+            if row_lines and col_lines:
+                groups.setdefault(_fast_fft_size(c1 - c0 + kw - 1), []).append((c0, c1, col_lines))
+        for fc, tiles in groups.items():
+            if (fr, fc) not in otfs:
+                otfs[fr, fc] = torch.fft.rfft2(k, s=(fr, fc))  # (Bk, gh, gw, fr, fc//2+1)
+            H_ = otfs[fr, fc]
+            parts, kernels, owner = [], [], []
+            for q, (c0, c1, col_lines) in enumerate(tiles):
+                window = xp[:, :, r0:r1, c0:c1]
+                for a in row_lines:
+                    for b in col_lines:
+                        part = window * (wyp[a, r0:r1, None] * wxp[b, None, c0:c1])
+                        parts.append(F.pad(part, (0, fc - (c1 - c0), 0, fr - (r1 - r0))))
+                        kernels.append(H_[:, a, b])
+                        owner.append(q)
+            Z = torch.fft.rfft2(torch.stack(parts, 2))  # (B, C, P, fr, fc // 2 + 1)
+            prod = Z * torch.stack(kernels, 1)[:, None]  # (Bk, 1, P, ...) broadcast
+            S = prod.new_zeros(B, C, len(tiles), *prod.shape[-2:])
+            S.index_add_(2, torch.tensor(owner), prod)
+            out = torch.fft.irfft2(S, s=(fr, fc))
+            for q, (c0, c1, _) in enumerate(tiles):
+                y[:, :, r0 : r1 + kh - 1, c0 : c1 + kw - 1] += out[:, :, q, : r1 - r0 + kh - 1,
+                                                                  : c1 - c0 + kw - 1]
+    # Tile output row m is image row r0 - (kh - 1) + m: y's row kh - 1 is image row 0.
+    return y[:, :, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W].contiguous()
+
+
 def _best_over_threads(fn, repeat: int) -> float:
     """Median time of ``fn`` with torch's default thread count and with one thread, whichever
     is faster: on a busy machine torch's threaded FFT can be far slower than a single thread,
