@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "checks.h"
 #include "common.h"
 #include "cpu/pc_conv.h"
 #include "pc_conv_axis.h"
@@ -53,20 +54,9 @@ std::vector<T> extend_kernels(const at::Tensor& kernels, bool flip) {
 
 // Validates; returns the kernels as a contiguous (Bk, gh, gw, kh, kw) tensor.
 at::Tensor check_args(const at::Tensor& x, const at::Tensor& kernels, const char* name) {
-  TORCH_CHECK(x.dim() == 4, name, " must be (B, C, H, W); got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              " must be float32 or float64; got ", x.scalar_type());
-  TORCH_CHECK(kernels.scalar_type() == x.scalar_type(), "grid_kernels must have the dtype of ",
-              name, " (", x.scalar_type(), "); got ", kernels.scalar_type());
   TORCH_CHECK(x.device().is_cpu() && kernels.device().is_cpu(),
               "pc_conv CPU kernel needs CPU tensors");
-  at::Tensor kk = kernels.dim() == 4 ? kernels.unsqueeze(0) : kernels;
-  TORCH_CHECK(kk.dim() == 5 && (kk.size(0) == 1 || kk.size(0) == x.size(0)),
-              "grid_kernels must be (gh, gw, kh, kw) or (B, gh, gw, kh, kw) with B = ", x.size(0),
-              "; got ", kernels.sizes());
-  for (int64_t d = 1; d < 5; ++d)
-    TORCH_CHECK(kk.size(d) > 0, "grid_kernels must not be empty; got ", kernels.sizes());
-  return kk.contiguous();
+  return checks::pc_grid_kernels(x, kernels, name);
 }
 
 template <typename T>
@@ -174,10 +164,11 @@ Method requested_method() {
   return Method::kAuto;
 }
 
-// Measured on a 2-core x86-64 CPU (bench/bench_pc_conv.py, docs/spatially_varying.md): the
-// time of one direct multiply-add against one point of an FFT (per log2 of its size).
+// Relative cost of one multiply-add of the direct path and of one point of a tile's FFT work
+// (per log2 of the FFT size), measured on a 2-core x86-64 CPU at 1024 x 1024, 8 x 8 grid
+// (docs/spatially_varying.md): the FFT path wins from about 13 x 13 taps on.
 constexpr double kDirectPerTap = 1.0;
-constexpr double kFftPerPointLog = 6.0;
+constexpr double kFftPerPointLog = 8.0;
 
 // Cost model of the two paths for one image plane: direct ≈ Σ_tiles kernels · area · taps,
 // FFT ≈ Σ_tiles (kernels + 1) · Fr · Fc · log2(Fr · Fc).
@@ -529,9 +520,7 @@ std::tuple<at::Tensor, at::Tensor> pc_conv_backward_cpu(
     const at::Tensor& grad, const at::Tensor& input, const at::Tensor& grid_kernels,
     c10::string_view boundary_name, bool adjoint, std::array<bool, 2> output_mask) {
   const at::Tensor kk = check_args(input, grid_kernels, "input");
-  TORCH_CHECK(grad.sizes() == input.sizes() && grad.scalar_type() == input.scalar_type(),
-              "grad must match input in shape and dtype; got ", grad.sizes(), " and ",
-              input.sizes());
+  checks::same_shape_and_dtype(grad, "grad", input, "input");
   const Boundary boundary = parse_boundary(std::string(boundary_name));
   at::Tensor grad_input = output_mask[0]
                               ? (adjoint ? forward_impl(grad, kk, boundary)
