@@ -2,18 +2,26 @@
 
 Rows (fp32, one process, so the ratios compare like with like):
 
-* ``pc_conv[native]`` against the reference (per-cell local direct convolution, overlap-added),
-  against a local-FFT overlap-add formulation, and against the loop of ``gh·gw`` full-image
-  direct convolutions (``Σ_i conv2d(w_i ⊙ x, h_i)``, as deepinv's ``SpaceVaryingBlur`` does);
-  that loop is too slow to time whole at full size, so a few of its convolutions are timed
-  and the total is scaled by the number of cells (the row says so).
+* The PyTorch formulations — the reference (per-cell local direct convolution, overlap-added),
+  the per-cell local-FFT overlap-add (``reference.pc_conv_fft``) and the tiled FFT with the
+  frequency-domain sum (:func:`pc_conv_fft_tiles`, the native FFT path's algorithm in torch
+  ops) — against the loop of ``gh·gw`` full-image direct convolutions
+  (``Σ_i conv2d(w_i ⊙ x, h_i)``, as deepinv's ``SpaceVaryingBlur`` does); that loop is too
+  slow to time whole at full size, so a few of its convolutions are timed and the total is
+  scaled by the number of cells (the row says so).
+* ``pc_conv[native]`` (the path the op picks) against the fastest PyTorch formulation and the
+  loop; each forced native path (``FASTDEBLUR_PC_CONV_METHOD=direct|fft``) against it, which
+  documents the crossover.
 * ``pc_conv_adjoint[native]`` against ``pc_conv[native]`` (ratio = forward / adjoint time).
 
-The PyTorch baselines are timed with torch's default thread count and with one thread, and
-the faster is kept.
+Every row but the loop is timed with torch's default thread count and with one thread, and
+the faster is kept (``threads`` says which).
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -115,31 +123,49 @@ def pc_conv_fft_tiles(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str
     return y[:, :, kh - 1 : kh - 1 + H, kw - 1 : kw - 1 + W].contiguous()
 
 
-def _best_over_threads(fn, repeat: int) -> float:
+def _best_over_threads(fn, repeat: int) -> tuple[float, int]:
     """Median time of ``fn`` with torch's default thread count and with one thread, whichever
-    is faster: on a busy machine torch's threaded FFT can be far slower than a single thread,
-    and the baseline should be the best PyTorch can do."""
+    is faster, and that thread count: on a busy shared machine a second thread that has to
+    wait for a core can make threaded code (torch's FFTs and element-wise ops, the native
+    kernels alike) far slower than one thread, and every row should show the best each
+    formulation can do."""
     threads = torch.get_num_threads()
-    best = measure(fn, warmup=1, repeat=repeat)
+    best = (measure(fn, warmup=1, repeat=repeat), threads)
     if threads > 1:
         torch.set_num_threads(1)
         try:
-            best = min(best, measure(fn, warmup=1, repeat=repeat))
+            best = min(best, (measure(fn, warmup=1, repeat=repeat), 1))
         finally:
             torch.set_num_threads(threads)
     return best
 
 
-def _row(op, shape, backend, t, baseline, t_base):
+@contextlib.contextmanager
+def _native_method(method: str):
+    """Forces the native op's path (``FASTDEBLUR_PC_CONV_METHOD``: auto | direct | fft)."""
+    previous = os.environ.get("FASTDEBLUR_PC_CONV_METHOD")
+    os.environ["FASTDEBLUR_PC_CONV_METHOD"] = method
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FASTDEBLUR_PC_CONV_METHOD", None)
+        else:
+            os.environ["FASTDEBLUR_PC_CONV_METHOD"] = previous
+
+
+def _row(op, shape, backend, timed, baseline, timed_base):
+    (t, threads), (t_base, _) = timed, timed_base
     return {"op": op, "shape": shape, "backend": backend, "dtype": "float32",
-            "median_ms": t * 1e3, "baseline": baseline, "ratio": t_base / t}
+            "median_ms": t * 1e3, "threads": threads, "baseline": baseline,
+            "ratio": t_base / t}
 
 
 def run(quick: bool = False) -> list[dict]:
     """Time forward and adjoint of the native op against the PyTorch formulations."""
     configs = [((1, 3, 256, 256), 15, 4)] if quick else [((1, 3, 1024, 1024), 31, 8),
                                                           ((1, 3, 1024, 1024), 15, 8)]
-    repeat = 3 if quick else 5
+    repeat = 3
     rows: list[dict] = []
     native = _ext.has_kernel("pc_conv", "CPU")
     for shape, ks, grid in configs:
@@ -148,27 +174,47 @@ def run(quick: bool = False) -> list[dict]:
         k /= k.sum((-1, -2), keepdim=True)
         label = f"{'x'.join(map(str, shape))} k{ks}x{ks} grid{grid}x{grid}"
         with torch.no_grad():
-            t_ref = _best_over_threads(lambda x=x, k=k: reference.pc_conv(x, k), repeat)
-            t_fft = _best_over_threads(lambda x=x, k=k: reference.pc_conv_fft(x, k), repeat)
+            torch_rows = {
+                "reference (local direct)": _best_over_threads(
+                    lambda x=x, k=k: reference.pc_conv(x, k), 1),
+                "torch local-FFT per cell": _best_over_threads(
+                    lambda x=x, k=k: reference.pc_conv_fft(x, k), repeat),
+                "torch tiled FFT, frequency-domain sum": _best_over_threads(
+                    lambda x=x, k=k: pc_conv_fft_tiles(x, k), repeat),
+            }
             subset = [(0, 0), (grid // 2, grid // 2)] if quick else [
                 (a, a) for a in range(0, grid, 2)]
             t_part = measure(lambda x=x, k=k, s=subset: pc_conv_full_image_loop(x, k, s),
                              warmup=0, repeat=1)
-            t_loop = t_part * grid * grid / len(subset)
+            t_loop = (t_part * grid * grid / len(subset), torch.get_num_threads())
             loop_name = (f"loop of {grid * grid} full-image conv2d (timed {len(subset)}, "
                          f"scaled x{grid * grid / len(subset):g})")
-            rows.append(_row("pc_conv", label, "reference", t_ref, loop_name, t_loop))
-            rows.append(_row("pc_conv", label, "torch local-FFT", t_fft, "pc_conv[reference]",
-                             t_ref))
+            best_name = min(torch_rows, key=lambda n: torch_rows[n][0])
+            for name, timed in torch_rows.items():
+                rows.append(_row("pc_conv", label, name, timed, loop_name, t_loop))
             if not native:
                 continue
             with _backend.use_backend("native"):
-                t_nat = measure(lambda x=x, k=k: pc_conv(x, k), warmup=1, repeat=repeat)
-                t_adj = measure(lambda x=x, k=k: pc_conv_adjoint(x, k), warmup=1, repeat=repeat)
-            rows.append(_row("pc_conv", label, "native", t_nat, "pc_conv[reference]", t_ref))
-            rows.append(_row("pc_conv", label, "native", t_nat, "pc_conv[torch local-FFT]", t_fft))
-            rows.append(_row("pc_conv", label, "native", t_nat, loop_name, t_loop))
-            rows.append(_row("pc_conv_adjoint", label, "native", t_adj, "pc_conv[native]", t_nat))
+                timed = {}
+                for method in ("auto", "direct", "fft"):
+                    with _native_method(method):
+                        timed[method] = _best_over_threads(lambda x=x, k=k: pc_conv(x, k),
+                                                           repeat)
+                        timed[method + " adjoint"] = _best_over_threads(
+                            lambda x=x, k=k: pc_conv_adjoint(x, k), repeat)
+            best = f"pc_conv[{best_name}] (best PyTorch)"
+            rows.append(_row("pc_conv", label, "native", timed["auto"], best,
+                             torch_rows[best_name]))
+            rows.append(_row("pc_conv", label, "native", timed["auto"], loop_name, t_loop))
+            for method in ("direct", "fft"):
+                rows.append(_row("pc_conv", label, f"native {method} path", timed[method],
+                                 "pc_conv[native]", timed["auto"]))
+            rows.append(_row("pc_conv_adjoint", label, "native", timed["auto adjoint"],
+                             "pc_conv[native]", timed["auto"]))
+            for method in ("direct", "fft"):
+                rows.append(_row("pc_conv_adjoint", label, f"native {method} path",
+                                 timed[method + " adjoint"], f"pc_conv[native {method} path]",
+                                 timed[method]))
     return rows
 
 
