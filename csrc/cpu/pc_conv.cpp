@@ -16,6 +16,7 @@
 
 #include "checks.h"
 #include "common.h"
+#include "pc_conv_entry.h"
 #include "cpu/pc_conv.h"
 #include "pc_conv_axis.h"
 
@@ -504,40 +505,29 @@ at::Tensor kernel_grad_impl(const at::Tensor& x_in, const at::Tensor& gy_in, con
   return kernels.dim() == 4 ? grad.squeeze(0) : grad;
 }
 
-at::Tensor pc_conv_cpu(const at::Tensor& x, const at::Tensor& grid_kernels,
-                       c10::string_view boundary) {
-  const at::Tensor kk = check_args(x, grid_kernels, "x");
-  return forward_impl(x, kk, parse_boundary(std::string(boundary)));
-}
-
-at::Tensor pc_conv_adjoint_cpu(const at::Tensor& y, const at::Tensor& grid_kernels,
-                               c10::string_view boundary) {
-  const at::Tensor kk = check_args(y, grid_kernels, "y");
-  return adjoint_impl(y, kk, parse_boundary(std::string(boundary)));
-}
-
-std::tuple<at::Tensor, at::Tensor> pc_conv_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& input, const at::Tensor& grid_kernels,
-    c10::string_view boundary_name, bool adjoint, std::array<bool, 2> output_mask) {
-  const at::Tensor kk = check_args(input, grid_kernels, "input");
-  checks::same_shape_and_dtype(grad, "grad", input, "input");
-  const Boundary boundary = parse_boundary(std::string(boundary_name));
-  at::Tensor grad_input = output_mask[0]
-                              ? (adjoint ? forward_impl(grad, kk, boundary)
-                                         : adjoint_impl(grad, kk, boundary))
-                              : at::empty({0}, input.options());
-  at::Tensor grad_kernels =
-      output_mask[1] ? (adjoint ? kernel_grad_impl(grad, input, kk, grid_kernels, boundary)
-                                : kernel_grad_impl(input, grad, kk, grid_kernels, boundary))
-                     : at::empty({0}, input.options());
-  return {grad_input, grad_kernels};
-}
+// This backend's implementations, for csrc/pc_conv_entry.h.
+struct Impl {
+  static at::Tensor check(const at::Tensor& x, const at::Tensor& kernels, const char* name) {
+    return check_args(x, kernels, name);
+  }
+  static at::Tensor forward(const at::Tensor& x, const at::Tensor& kk, Boundary boundary) {
+    return forward_impl(x, kk, boundary);
+  }
+  static at::Tensor adjoint(const at::Tensor& y, const at::Tensor& kk, Boundary boundary) {
+    return adjoint_impl(y, kk, boundary);
+  }
+  static at::Tensor kernel_grad(const at::Tensor& x, const at::Tensor& gy, const at::Tensor& kk,
+                                const at::Tensor& kernels, Boundary boundary) {
+    return kernel_grad_impl(x, gy, kk, kernels, boundary);
+  }
+};
 
 }  // namespace
 }  // namespace fastdeblur
 
 TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
-  m.impl("pc_conv", &fastdeblur::pc_conv_cpu);
-  m.impl("pc_conv_adjoint", &fastdeblur::pc_conv_adjoint_cpu);
-  m.impl("_pc_conv_backward", &fastdeblur::pc_conv_backward_cpu);
+  namespace entry = fastdeblur::pc_conv_entry;
+  m.impl("pc_conv", &entry::forward<fastdeblur::Impl>);
+  m.impl("pc_conv_adjoint", &entry::adjoint<fastdeblur::Impl>);
+  m.impl("_pc_conv_backward", &entry::backward<fastdeblur::Impl>);
 }
