@@ -304,12 +304,18 @@ void fold_padded(const Geometry<T>& g, const T* xp, T* x, int64_t begin, int64_t
     T* xo = x + plane * H * W;
     const T* src = xp + plane * Hp * Wp;
     std::fill(xo, xo + H * W, T(0));
+    const int64_t left = g.kw - 1 - g.kw / 2;
     for (int64_t pr = 0; pr < Hp; ++pr) {
       const int64_t r = g.row_map[pr];
       if (r < 0) continue;
-      T* orow = xo + r * W;
-      const T* srow = src + pr * Wp;
+      T* __restrict orow = xo + r * W;
+      const T* __restrict srow = src + pr * Wp;
+      // Padded columns [left, left + W) are the image's own, in order.
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) orow[c] += srow[left + c];
       for (int64_t pc = 0; pc < Wp; ++pc) {
+        if (pc == left) pc = left + W;
+        if (pc >= Wp) break;
         const int64_t c = g.col_map[pc];
         if (c >= 0) orow[c] += srow[pc];
       }
