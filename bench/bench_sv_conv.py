@@ -9,6 +9,8 @@ Baselines, measured in the same process:
     time is scaled to the full image (per-pixel throughput; the shape column says so);
   * ``memory floor``: the time to read the kernel field once (``kernels.sum()``): the
     op cannot be faster than reading its kernels.
+Every CPU row is timed with torch's default thread count and with one thread, and the
+faster is kept (the same rule for the native op and the baselines).
 ``ratio`` is ``baseline time / this row's time`` (> 1: faster than the baseline);
 ``gbps`` counts the bytes the op must move (kernels + image in + image out).
 
@@ -81,7 +83,18 @@ def _cpu_rows(C: int, H: int, W: int, k: int, repeat: int, unfold_rows: int) -> 
     rows = []
 
     def timed(fn: Callable[[], object], reps: int = repeat) -> float:
-        return measure(fn, warmup=1, repeat=reps)
+        # The faster of torch's default thread count and one thread: on a busy shared machine
+        # a thread waiting for the second core can make any threaded code (torch's and the
+        # native kernels alike) slower than one thread.
+        threads = torch.get_num_threads()
+        best = measure(fn, warmup=1, repeat=reps)
+        if threads > 1:
+            torch.set_num_threads(1)
+            try:
+                best = min(best, measure(fn, warmup=1, repeat=reps))
+            finally:
+                torch.set_num_threads(threads)
+        return best
 
     floor = timed(lambda: kernels.sum())
     _emit(rows, _row("memory floor (kernels.sum)", shape, "torch", dtype, floor, None, None,

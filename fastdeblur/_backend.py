@@ -7,12 +7,17 @@
 is installed, else the PyTorch reference; CPU tensors use the native CPU kernel when
 built, else the reference (logged once). An explicitly requested backend that cannot
 run the tensor raises instead of silently falling back.
+
+:func:`select` is plain Python over values fixed at import (which native kernels the
+extension registered, whether Triton is installed), so ``torch.compile(fullgraph=True)``
+traces it: the choice is made once, at trace time, and is part of the compiled graph
+(switching the backend later does not recompile an already compiled function).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -62,14 +67,43 @@ def use_backend(name: str) -> Iterator[None]:
         _override = previous
 
 
-@functools.cache
-def has_triton() -> bool:
-    """Triton is importable and can run here (a GPU, or ``TRITON_INTERPRET=1``)."""
+def _native_kernel_table() -> frozenset[tuple[str, str]]:
+    """``(op, "CPU" | "CUDA")`` of every kernel that ``fastdeblur._C`` registers."""
+    if not _ext.has_native():
+        return frozenset()
+    names = [name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
+             if name.startswith("fastdeblur::")]
+    return frozenset((name, key) for name in names for key in ("CPU", "CUDA")
+                     if _ext.has_kernel(name, key))
+
+
+# Asked once, at import (the extension registers all its kernels when it loads): a set
+# lookup is traceable by torch.compile, the dispatcher query behind it is not.
+_NATIVE_KERNELS = _native_kernel_table()
+
+
+def _triton_importable() -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+_HAS_TRITON = _triton_importable()
+
+
+def has_triton() -> bool:
+    """Triton is installed (whether it can run a tensor: :func:`triton_can_run`)."""
+    return _HAS_TRITON
+
+
+def has_native_kernel(op: str, device: torch.device) -> bool:
+    """Whether ``fastdeblur._C`` has a kernel of ``op`` for tensors on ``device``."""
+    key = "CUDA" if device.type == "cuda" else "CPU"
+    return device.type in ("cpu", "cuda") and (op, key) in _NATIVE_KERNELS
 
 
 def triton_can_run(device: torch.device) -> bool:
@@ -82,6 +116,8 @@ def triton_can_run(device: torch.device) -> bool:
 
 
 def _log_once(key: str, message: str) -> None:
+    if torch.compiler.is_compiling():
+        return  # logging is not traceable; the eager call (or the next one) logs it
     if key not in _logged:
         _logged.add(key)
         log.warning(message)
@@ -103,7 +139,7 @@ def select(op: str, device: torch.device, *, has_triton_impl: bool = True) -> Ba
     """
     want = requested()
     key = "CUDA" if device.type == "cuda" else "CPU"
-    native_ok = device.type in ("cpu", "cuda") and _ext.has_kernel(op, key)
+    native_ok = has_native_kernel(op, device)
     triton_ok = has_triton_impl and triton_can_run(device)
     if want == "reference":
         return "reference"

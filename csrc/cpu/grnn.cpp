@@ -14,6 +14,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "checks.h"
 #include "common.h"
 #include "cpu/grnn.h"
 
@@ -212,28 +213,6 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
   }
 }
 
-void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double sigma,
-                  bool exclude_self) {
-  TORCH_CHECK(q.dim() == 2, "grnn: queries must be (N, d), got shape ", q.sizes());
-  TORCH_CHECK(k.dim() == 2, "grnn: keys must be (M, d), got shape ", k.sizes());
-  TORCH_CHECK(v.dim() == 2, "grnn: values must be (M, p), got shape ", v.sizes());
-  TORCH_CHECK(q.size(1) == k.size(1), "grnn: queries (N, d) and keys (M, d) must share d, got ",
-              q.size(1), " and ", k.size(1));
-  TORCH_CHECK(v.size(0) == k.size(0), "grnn: values must have one row per key (", k.size(0),
-              "), got ", v.size(0));
-  TORCH_CHECK(k.size(0) >= 1, "grnn: keys must have at least one row");
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-              "grnn: queries, keys and values must share a dtype, got ", q.scalar_type(), ", ",
-              k.scalar_type(), ", ", v.scalar_type());
-  TORCH_CHECK(at::isFloatingType(q.scalar_type()), "grnn: expected floating-point tensors, got ",
-              q.scalar_type());
-  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "grnn: sigma must be positive and finite, got ",
-              sigma);
-  TORCH_CHECK(!exclude_self || (q.size(0) == k.size(0) && k.size(0) >= 2),
-              "grnn: exclude_self needs as many queries as keys and at least 2 keys, got N=",
-              q.size(0), ", M=", k.size(0));
-}
-
 at::ScalarType compute_type(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
 }
@@ -241,7 +220,7 @@ at::ScalarType compute_type(at::ScalarType t) {
 std::tuple<at::Tensor, at::Tensor> grnn_cpu(const at::Tensor& queries, const at::Tensor& keys,
                                             const at::Tensor& values, double sigma,
                                             bool exclude_self) {
-  check_inputs(queries, keys, values, sigma, exclude_self);
+  checks::grnn_inputs(queries, keys, values, sigma, exclude_self);
   // The BLAS tiles below are internal: keep autograd out of them.
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   const at::ScalarType ct = compute_type(queries.scalar_type());
@@ -264,12 +243,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grnn_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& queries, const at::Tensor& keys,
     const at::Tensor& values, const at::Tensor& out, const at::Tensor& lse, double sigma,
     bool exclude_self, std::array<bool, 3> output_mask) {
-  check_inputs(queries, keys, values, sigma, exclude_self);
+  checks::grnn_inputs(queries, keys, values, sigma, exclude_self);
   at::AutoDispatchBelowADInplaceOrView no_autograd;
-  TORCH_CHECK(grad_out.sizes() == out.sizes(), "grnn backward: grad_out must have shape ",
-              out.sizes(), ", got ", grad_out.sizes());
-  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == queries.size(0),
-              "grnn backward: lse must be (N,), got ", lse.sizes());
+  checks::grnn_backward(grad_out, out, lse, queries.size(0));
   const at::ScalarType in_type = queries.scalar_type();
   const at::ScalarType ct = compute_type(in_type);
   const at::Tensor q = queries.detach().to(ct).contiguous();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "checks.h"
 #include "common.h"
 #include "cpu/sv_conv.h"
 
@@ -14,29 +15,8 @@ namespace fastdeblur {
 namespace {
 
 void check_image(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() == 4, name, " must be (B, C, H, W); got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name,
-              " must be float32 or float64 on the CPU; got ", t.scalar_type());
-}
-
-// Checks the kernel field against an image (B, C, H, W); returns whether it is shared.
-bool check_kernels(const at::Tensor& kernels, const at::Tensor& image, int64_t kh, int64_t kw) {
-  TORCH_CHECK(kh >= 1 && kw >= 1, "kernel size must be positive; got kh=", kh, ", kw=", kw);
-  TORCH_CHECK(kernels.dim() == 3 || kernels.dim() == 4,
-              "kernels must be (B, kh*kw, H, W) or (kh*kw, H, W); got ", kernels.sizes());
-  TORCH_CHECK(kernels.scalar_type() == image.scalar_type(), "kernels must have the dtype of the image (",
-              image.scalar_type(), "); got ", kernels.scalar_type());
-  TORCH_CHECK(kernels.device() == image.device(), "kernels must be on the device of the image");
-  const bool shared = kernels.dim() == 3;
-  const int64_t d = shared ? 0 : 1;
-  TORCH_CHECK(kernels.size(d) == kh * kw, "kernels must have kh*kw = ", kh * kw, " taps; got ",
-              kernels.size(d));
-  TORCH_CHECK(kernels.size(d + 1) == image.size(2) && kernels.size(d + 2) == image.size(3),
-              "kernels must match the image size ", image.size(2), "x", image.size(3), "; got ",
-              kernels.sizes());
-  TORCH_CHECK(shared || kernels.size(0) == image.size(0), "kernels batch (", kernels.size(0),
-              ") must match the image batch (", image.size(0), ")");
-  return shared;
+  checks::image_4d(t, name);
+  checks::float_or_double(t, name);
 }
 
 // Tasks per parallel_for grain: small problems run on the calling thread (waking the pool
@@ -54,7 +34,7 @@ int64_t band_rows(int64_t batch, int64_t rows) {
 at::Tensor sv_conv_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t kh,
                        int64_t kw, c10::string_view boundary_name) {
   check_image(x_in, "x");
-  const bool shared = check_kernels(kernels_in, x_in, kh, kw);
+  const bool shared = checks::sv_kernels(kernels_in, x_in, kh, kw);
   const int boundary = static_cast<int>(parse_boundary(std::string(boundary_name)));
   const at::Tensor x = x_in.contiguous();
   const at::Tensor kernels = kernels_in.contiguous();
@@ -86,7 +66,7 @@ at::Tensor sv_conv_cpu(const at::Tensor& x_in, const at::Tensor& kernels_in, int
 at::Tensor sv_conv_adjoint_cpu(const at::Tensor& y_in, const at::Tensor& kernels_in, int64_t kh,
                                int64_t kw, c10::string_view boundary_name) {
   check_image(y_in, "y");
-  const bool shared = check_kernels(kernels_in, y_in, kh, kw);
+  const bool shared = checks::sv_kernels(kernels_in, y_in, kh, kw);
   const int boundary = static_cast<int>(parse_boundary(std::string(boundary_name)));
   const at::Tensor y = y_in.contiguous();
   const at::Tensor kernels = kernels_in.contiguous();
@@ -135,10 +115,8 @@ at::Tensor sv_conv_kernel_grad_cpu(const at::Tensor& gy_in, const at::Tensor& x_
                                    int64_t kw, c10::string_view boundary_name, bool shared) {
   check_image(gy_in, "grad_y");
   check_image(x_in, "x");
-  TORCH_CHECK(gy_in.sizes() == x_in.sizes() && gy_in.scalar_type() == x_in.scalar_type(),
-              "grad_y and x must have the same shape and dtype; got ", gy_in.sizes(), " ",
-              gy_in.scalar_type(), " and ", x_in.sizes(), " ", x_in.scalar_type());
-  TORCH_CHECK(kh >= 1 && kw >= 1, "kernel size must be positive; got kh=", kh, ", kw=", kw);
+  checks::same_shape_and_dtype(gy_in, "grad_y", x_in, "x");
+  checks::kernel_size(kh, kw);
   const int boundary = static_cast<int>(parse_boundary(std::string(boundary_name)));
   const at::Tensor gy = gy_in.contiguous();
   const at::Tensor x = x_in.contiguous();

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "checks.h"
 #include "common.h"
 #include "cuda/grnn.cuh"
 
@@ -23,23 +24,8 @@ namespace KC = kernels::grnn_cuda;
 
 void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double sigma,
                   bool exclude_self) {
-  TORCH_CHECK(q.dim() == 2, "grnn: queries must be (N, d), got shape ", q.sizes());
-  TORCH_CHECK(k.dim() == 2, "grnn: keys must be (M, d), got shape ", k.sizes());
-  TORCH_CHECK(v.dim() == 2, "grnn: values must be (M, p), got shape ", v.sizes());
-  TORCH_CHECK(q.size(1) == k.size(1), "grnn: queries (N, d) and keys (M, d) must share d, got ",
-              q.size(1), " and ", k.size(1));
-  TORCH_CHECK(v.size(0) == k.size(0), "grnn: values must have one row per key (", k.size(0),
-              "), got ", v.size(0));
-  TORCH_CHECK(k.size(0) >= 1, "grnn: keys must have at least one row");
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-              "grnn: queries, keys and values must share a dtype");
-  TORCH_CHECK(q.is_cuda() && k.is_cuda() && v.is_cuda() && q.device() == k.device() &&
-                  q.device() == v.device(),
-              "grnn: queries, keys and values must be on one CUDA device");
-  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "grnn: sigma must be positive and finite, got ",
-              sigma);
-  TORCH_CHECK(!exclude_self || (q.size(0) == k.size(0) && k.size(0) >= 2),
-              "grnn: exclude_self needs as many queries as keys and at least 2 keys");
+  checks::grnn_inputs(q, k, v, sigma, exclude_self);
+  TORCH_CHECK(q.is_cuda(), "grnn: queries, keys and values must be CUDA tensors");
 }
 
 at::ScalarType compute_type(at::ScalarType t) {
@@ -173,8 +159,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> grnn_backward_cuda(
     const at::Tensor& values, const at::Tensor& out, const at::Tensor& lse, double sigma,
     bool exclude_self, std::array<bool, 3> output_mask) {
   check_inputs(queries, keys, values, sigma, exclude_self);
-  TORCH_CHECK(grad_out.sizes() == out.sizes(), "grnn backward: grad_out must have shape ",
-              out.sizes(), ", got ", grad_out.sizes());
+  checks::grnn_backward(grad_out, out, lse, queries.size(0));
   const c10::cuda::CUDAGuard guard(queries.device());
   at::AutoDispatchBelowADInplaceOrView no_autograd;
   const at::ScalarType in_type = queries.scalar_type();

@@ -11,7 +11,9 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
 #include "common.h"
+#include "pc_conv_entry.h"
 #include "cuda/pc_conv.cuh"
 #include "pc_conv_axis.h"
 
@@ -22,22 +24,12 @@ namespace kc = kernels::cuda::pc_conv;
 using pc_conv_geometry::Axis;
 
 at::Tensor check_args(const at::Tensor& x, const at::Tensor& kernels, const char* name) {
-  TORCH_CHECK(x.dim() == 4, name, " must be (B, C, H, W); got ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              " must be float32 or float64; got ", x.scalar_type());
-  TORCH_CHECK(kernels.scalar_type() == x.scalar_type(), "grid_kernels must have the dtype of ",
-              name, " (", x.scalar_type(), "); got ", kernels.scalar_type());
   TORCH_CHECK(x.is_cuda() && kernels.device() == x.device(),
               "pc_conv CUDA kernel needs ", name, " and grid_kernels on the same CUDA device");
-  at::Tensor kk = kernels.dim() == 4 ? kernels.unsqueeze(0) : kernels;
-  TORCH_CHECK(kk.dim() == 5 && (kk.size(0) == 1 || kk.size(0) == x.size(0)),
-              "grid_kernels must be (gh, gw, kh, kw) or (B, gh, gw, kh, kw) with B = ", x.size(0),
-              "; got ", kernels.sizes());
-  for (int64_t d = 1; d < 5; ++d)
-    TORCH_CHECK(kk.size(d) > 0, "grid_kernels must not be empty; got ", kernels.sizes());
+  at::Tensor kk = checks::pc_grid_kernels(x, kernels, name);
   TORCH_CHECK(x.size(2) * x.size(3) < (int64_t{1} << 30) && kk.size(3) * kk.size(4) < (1 << 20),
               "pc_conv CUDA kernel: image or kernel too large");
-  return kk.contiguous();
+  return kk;
 }
 
 // Device copies of the geometry; the tensors own the memory for the duration of the op.
@@ -169,42 +161,29 @@ at::Tensor kernel_grad_impl(const at::Tensor& x_in, const at::Tensor& gy_in, con
   return kernels.dim() == 4 ? grad.squeeze(0) : grad;
 }
 
-at::Tensor pc_conv_cuda(const at::Tensor& x, const at::Tensor& grid_kernels,
-                        c10::string_view boundary) {
-  const at::Tensor kk = check_args(x, grid_kernels, "x");
-  return forward_impl(x, kk, parse_boundary(std::string(boundary)));
-}
-
-at::Tensor pc_conv_adjoint_cuda(const at::Tensor& y, const at::Tensor& grid_kernels,
-                                c10::string_view boundary) {
-  const at::Tensor kk = check_args(y, grid_kernels, "y");
-  return adjoint_impl(y, kk, parse_boundary(std::string(boundary)));
-}
-
-std::tuple<at::Tensor, at::Tensor> pc_conv_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& input, const at::Tensor& grid_kernels,
-    c10::string_view boundary_name, bool adjoint, std::array<bool, 2> output_mask) {
-  const at::Tensor kk = check_args(input, grid_kernels, "input");
-  TORCH_CHECK(grad.sizes() == input.sizes() && grad.scalar_type() == input.scalar_type(),
-              "grad must match input in shape and dtype; got ", grad.sizes(), " and ",
-              input.sizes());
-  const Boundary boundary = parse_boundary(std::string(boundary_name));
-  at::Tensor grad_input = output_mask[0]
-                              ? (adjoint ? forward_impl(grad, kk, boundary)
-                                         : adjoint_impl(grad, kk, boundary))
-                              : at::empty({0}, input.options());
-  at::Tensor grad_kernels =
-      output_mask[1] ? (adjoint ? kernel_grad_impl(grad, input, kk, grid_kernels, boundary)
-                                : kernel_grad_impl(input, grad, kk, grid_kernels, boundary))
-                     : at::empty({0}, input.options());
-  return {grad_input, grad_kernels};
-}
+// This backend's implementations, for csrc/pc_conv_entry.h.
+struct Impl {
+  static at::Tensor check(const at::Tensor& x, const at::Tensor& kernels, const char* name) {
+    return check_args(x, kernels, name);
+  }
+  static at::Tensor forward(const at::Tensor& x, const at::Tensor& kk, Boundary boundary) {
+    return forward_impl(x, kk, boundary);
+  }
+  static at::Tensor adjoint(const at::Tensor& y, const at::Tensor& kk, Boundary boundary) {
+    return adjoint_impl(y, kk, boundary);
+  }
+  static at::Tensor kernel_grad(const at::Tensor& x, const at::Tensor& gy, const at::Tensor& kk,
+                                const at::Tensor& kernels, Boundary boundary) {
+    return kernel_grad_impl(x, gy, kk, kernels, boundary);
+  }
+};
 
 }  // namespace
 }  // namespace fastdeblur
 
 TORCH_LIBRARY_IMPL(fastdeblur, CUDA, m) {
-  m.impl("pc_conv", &fastdeblur::pc_conv_cuda);
-  m.impl("pc_conv_adjoint", &fastdeblur::pc_conv_adjoint_cuda);
-  m.impl("_pc_conv_backward", &fastdeblur::pc_conv_backward_cuda);
+  namespace entry = fastdeblur::pc_conv_entry;
+  m.impl("pc_conv", &entry::forward<fastdeblur::Impl>);
+  m.impl("pc_conv_adjoint", &entry::adjoint<fastdeblur::Impl>);
+  m.impl("_pc_conv_backward", &entry::backward<fastdeblur::Impl>);
 }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "checks.h"
 #include "common.h"
 #include "cuda/sv_conv.cuh"
 
@@ -18,31 +19,10 @@ namespace {
 namespace kc = fastdeblur::cuda;
 
 void check_image(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dim() == 4, name, " must be (B, C, H, W); got ", t.sizes());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name, " must be floating point; got ",
-              t.scalar_type());
+  checks::image_4d(t, name);
+  checks::floating(t, name);
   TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
   TORCH_CHECK(t.size(2) < (1 << 30) && t.size(3) < (1 << 30), name, " is too large");
-}
-
-bool check_kernels(const at::Tensor& kernels, const at::Tensor& image, int64_t kh, int64_t kw) {
-  TORCH_CHECK(kh >= 1 && kw >= 1, "kernel size must be positive; got kh=", kh, ", kw=", kw);
-  TORCH_CHECK(kernels.dim() == 3 || kernels.dim() == 4,
-              "kernels must be (B, kh*kw, H, W) or (kh*kw, H, W); got ", kernels.sizes());
-  TORCH_CHECK(kernels.scalar_type() == image.scalar_type(),
-              "kernels must have the dtype of the image (", image.scalar_type(), "); got ",
-              kernels.scalar_type());
-  TORCH_CHECK(kernels.device() == image.device(), "kernels must be on the device of the image");
-  const bool shared = kernels.dim() == 3;
-  const int64_t d = shared ? 0 : 1;
-  TORCH_CHECK(kernels.size(d) == kh * kw, "kernels must have kh*kw = ", kh * kw, " taps; got ",
-              kernels.size(d));
-  TORCH_CHECK(kernels.size(d + 1) == image.size(2) && kernels.size(d + 2) == image.size(3),
-              "kernels must match the image size ", image.size(2), "x", image.size(3), "; got ",
-              kernels.sizes());
-  TORCH_CHECK(shared || kernels.size(0) == image.size(0), "kernels batch (", kernels.size(0),
-              ") must match the image batch (", image.size(0), ")");
-  return shared;
 }
 
 // Channels per block: all of them up to 4 (K is then read once), and as many as the
@@ -90,7 +70,7 @@ void with_channel_block(int cb, F f) {
 at::Tensor sv_conv_cuda(const at::Tensor& x_in, const at::Tensor& kernels_in, int64_t kh,
                         int64_t kw, c10::string_view boundary_name) {
   check_image(x_in, "x");
-  const bool shared = check_kernels(kernels_in, x_in, kh, kw);
+  const bool shared = checks::sv_kernels(kernels_in, x_in, kh, kw);
   const int boundary = static_cast<int>(parse_boundary(std::string(boundary_name)));
   c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous();
@@ -124,7 +104,7 @@ at::Tensor sv_conv_cuda(const at::Tensor& x_in, const at::Tensor& kernels_in, in
 at::Tensor sv_conv_adjoint_cuda(const at::Tensor& y_in, const at::Tensor& kernels_in, int64_t kh,
                                 int64_t kw, c10::string_view boundary_name) {
   check_image(y_in, "y");
-  const bool shared = check_kernels(kernels_in, y_in, kh, kw);
+  const bool shared = checks::sv_kernels(kernels_in, y_in, kh, kw);
   const int boundary = static_cast<int>(parse_boundary(std::string(boundary_name)));
   c10::cuda::CUDAGuard guard(y_in.device());
   const at::Tensor y = y_in.contiguous();
@@ -176,10 +156,8 @@ at::Tensor sv_conv_kernel_grad_cuda(const at::Tensor& gy_in, const at::Tensor& x
                                     int64_t kw, c10::string_view boundary_name, bool shared) {
   check_image(gy_in, "grad_y");
   check_image(x_in, "x");
-  TORCH_CHECK(gy_in.sizes() == x_in.sizes() && gy_in.scalar_type() == x_in.scalar_type(),
-              "grad_y and x must have the same shape and dtype; got ", gy_in.sizes(), " and ",
-              x_in.sizes());
-  TORCH_CHECK(kh >= 1 && kw >= 1, "kernel size must be positive; got kh=", kh, ", kw=", kw);
+  checks::same_shape_and_dtype(gy_in, "grad_y", x_in, "x");
+  checks::kernel_size(kh, kw);
   const int boundary = static_cast<int>(parse_boundary(std::string(boundary_name)));
   c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor gy = gy_in.contiguous();

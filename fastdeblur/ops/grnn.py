@@ -80,9 +80,8 @@ def _check(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
             raise ValueError(f"grnn: sigma={sigma} is too small (1/sigma^2 overflows float32)")
 
 
-@torch.compiler.assume_constant_result
 def _select_backend(device_type: str, fp64: bool) -> str:
-    # A constant for torch.compile: the choice depends on the environment only.
+    # Resolved at trace time under torch.compile: the choice depends on the environment only.
     choice = _backend.select(_OP, torch.device(device_type))
     if choice == "triton" and fp64 and _backend.requested() == "auto":
         return "reference"  # the Triton kernel has no fp64 path; an explicit request raises

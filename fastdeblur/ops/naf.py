@@ -65,14 +65,12 @@ def _check(x: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
             raise ValueError(f"{name} must be on {x.device} like x, got {p.device}")
 
 
-@torch.compiler.assume_constant_result
 def _requested_triton() -> bool:
     return _backend.requested() == "triton"
 
 
-@torch.compiler.assume_constant_result
 def _select_backend(device_type: str) -> str:
-    # A constant while compiling: dynamo cannot trace the dispatcher queries behind it.
+    # Resolved at trace time under torch.compile (_backend.select is traceable).
     return _backend.select("naf_block", torch.device(device_type))
 
 

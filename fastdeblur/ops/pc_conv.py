@@ -27,8 +27,11 @@ Boundaries: ``⋆`` pads the *product* ``w_i ⊙ x`` with the boundary rule (equ
 :func:`pc_conv` is exactly ``fastdeblur.blur(x, h, boundary)`` for every boundary, and a 1 × 1
 grid is a plain blur.
 
-Backends: native CPU (tiled direct convolution over the ≤ 9 cells that reach each output
-tile), native CUDA, Triton, and the PyTorch reference (:mod:`fastdeblur.ops.reference`);
+Backends: native CPU (a tiled direct convolution over the ≤ 9 cells that reach each output
+tile, or, for large kernels, local FFTs over tiles between cell centres with the ≤ 4 kernels
+of a tile summed in the frequency domain; the op picks by a cost model and
+``FASTDEBLUR_PC_CONV_METHOD=direct|fft`` forces one, see docs/spatially_varying.md), native
+CUDA, Triton, and the PyTorch reference (:mod:`fastdeblur.ops.reference`);
 :mod:`fastdeblur._backend` picks one. All are differentiable w.r.t. the image and the kernels.
 """
 
@@ -61,9 +64,8 @@ def _prepare(t: torch.Tensor, grid_kernels: torch.Tensor, boundary: str, name: s
     return grid_kernels.to(t.dtype)
 
 
-@torch.compiler.assume_constant_result
 def _select(device: torch.device, dtype: torch.dtype) -> str:
-    # Evaluated once per trace under torch.compile (the choice is fixed for a compiled graph).
+    # Plain Python on import-time facts: torch.compile resolves it once, at trace time.
     backend = _backend.select("pc_conv", device)
     # The native kernels are written for float32/float64; other dtypes take the reference
     # (or Triton on a GPU, which computes in float32).

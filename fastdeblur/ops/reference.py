@@ -224,8 +224,9 @@ def pc_conv_fft(x: torch.Tensor, grid_kernels: torch.Tensor, boundary: str = "re
                 ) -> torch.Tensor:
     """:func:`pc_conv` with each cell's band convolved by FFT on its own window (local-FFT
     overlap-add). Same result to float rounding; its cost barely depends on the kernel size,
-    so it beats the direct forms for large kernels (on a 2-core CPU the crossover with the
-    native direct kernel lies between 15 × 15 and 31 × 31 taps, see bench/bench_pc_conv.py).
+    so it beats the direct PyTorch form for large kernels. The native op has its own
+    local-FFT path (tiles between cell centres, products summed in the frequency domain,
+    docs/spatially_varying.md) and picks it over its direct path from about 13 × 13 taps.
 
     Args and returns as :func:`pc_conv`.
     """

@@ -38,12 +38,10 @@ if _backend.has_triton():
     _triton_module()  # registers the fastdeblur::*_triton ops
 
 
-@torch.compiler.assume_constant_result
-def _choose(op: str, device_type: str, dtype_name: str) -> str:
-    """Backend for ``op`` (resolved once at trace time under ``torch.compile``)."""
-    backend = _backend.select(op, torch.device(device_type))
-    native_dtypes = {str(d) for d in _NATIVE_CPU_DTYPES}
-    if backend == "native" and device_type == "cpu" and dtype_name not in native_dtypes:
+def _choose(op: str, t: torch.Tensor) -> str:
+    """Backend for ``op`` on tensors like ``t`` (resolved at trace time under torch.compile)."""
+    backend = _backend.select(op, t.device)
+    if backend == "native" and t.device.type == "cpu" and t.dtype not in _NATIVE_CPU_DTYPES:
         return "reference"
     return backend
 
@@ -118,7 +116,7 @@ def sv_conv(
         ValueError: On a bad shape, dtype, device, boundary or kernel size.
     """
     x4, k, kh, kw, squeeze = _check(x, kernels, boundary, kernel_size, "x")
-    backend = _choose("sv_conv", x4.device.type, str(x4.dtype))
+    backend = _choose("sv_conv", x4)
     if backend == "native":
         y = torch.ops.fastdeblur.sv_conv(x4, k, kh, kw, boundary)
     elif backend == "triton":
@@ -154,7 +152,7 @@ def sv_conv_adjoint(
         ValueError: On a bad shape, dtype, device, boundary or kernel size.
     """
     y4, k, kh, kw, squeeze = _check(y, kernels, boundary, kernel_size, "y")
-    backend = _choose("sv_conv_adjoint", y4.device.type, str(y4.dtype))
+    backend = _choose("sv_conv_adjoint", y4)
     if backend == "native":
         x = torch.ops.fastdeblur.sv_conv_adjoint(y4, k, kh, kw, boundary)
     elif backend == "triton":

@@ -304,12 +304,18 @@ void fold_padded(const Geometry<T>& g, const T* xp, T* x, int64_t begin, int64_t
     T* xo = x + plane * H * W;
     const T* src = xp + plane * Hp * Wp;
     std::fill(xo, xo + H * W, T(0));
+    const int64_t left = g.kw - 1 - g.kw / 2;
     for (int64_t pr = 0; pr < Hp; ++pr) {
       const int64_t r = g.row_map[pr];
       if (r < 0) continue;
-      T* orow = xo + r * W;
-      const T* srow = src + pr * Wp;
+      T* __restrict orow = xo + r * W;
+      const T* __restrict srow = src + pr * Wp;
+      // Padded columns [left, left + W) are the image's own, in order.
+#pragma omp simd
+      for (int64_t c = 0; c < W; ++c) orow[c] += srow[left + c];
       for (int64_t pc = 0; pc < Wp; ++pc) {
+        if (pc == left) pc = left + W;
+        if (pc >= Wp) break;
         const int64_t c = g.col_map[pc];
         if (c >= 0) orow[c] += srow[pc];
       }
@@ -387,6 +393,160 @@ void kernel_grad(const Geometry<T>& g, const T* x, const T* gy, int64_t B, int64
     T* out = grad + item * kh * kw;
     for (int64_t u = 0; u < kh; ++u)
       for (int64_t v = 0; v < kw; ++v) out[(kh - 1 - u) * kw + (kw - 1 - v)] = acc[u * kw + v];
+  }
+}
+
+
+// ---- local-FFT path (large kernels) ----
+//
+// The padded domain is cut into tiles on which at most two grid rows and two grid columns
+// have non-zero weight: along each axis, runs of positions with the same set of non-zero
+// lines (about one cell spacing, between two cell centres), short runs merged into a
+// neighbour while the union keeps at most two lines. A tile then carries at most four
+// kernels. The caller transforms each tile's weighted products, multiplies by the kernels'
+// transfer functions, sums the (up to four) products in the frequency domain, transforms
+// back once per tile and overlap-adds; the adjoint runs the same tiles the other way.
+
+// A run [start, stop) of one padded axis and the grid lines (1 or 2; 0: all weights zero)
+// that have non-zero weight somewhere on it.
+struct FftInterval {
+  int64_t start;
+  int64_t stop;
+  int n_lines;
+  int64_t lines[2];
+};
+
+inline bool fft_union(const FftInterval& a, const FftInterval& b, FftInterval* out) {
+  FftInterval u{a.start, b.stop, a.n_lines, {a.lines[0], a.lines[1]}};
+  for (int i = 0; i < b.n_lines; ++i) {
+    bool seen = false;
+    for (int j = 0; j < u.n_lines; ++j) seen = seen || u.lines[j] == b.lines[i];
+    if (seen) continue;
+    if (u.n_lines == 2) return false;
+    u.lines[u.n_lines++] = b.lines[i];
+  }
+  if (u.n_lines == 2 && u.lines[0] > u.lines[1]) std::swap(u.lines[0], u.lines[1]);
+  *out = u;
+  return true;
+}
+
+// Tiles of a padded axis of length np, from its weights (lines, np). Empty when some
+// position has more than two non-zero lines (a grid finer than the pixels): no FFT path.
+template <typename T>
+std::vector<FftInterval> fft_intervals(const T* weights, int64_t lines, int64_t np) {
+  std::vector<FftInterval> runs;
+  for (int64_t s = 0; s < np; ++s) {
+    FftInterval cur{s, s + 1, 0, {-1, -1}};
+    for (int64_t a = 0; a < lines; ++a) {
+      if (weights[a * np + s] == T(0)) continue;
+      if (cur.n_lines == 2) return {};
+      cur.lines[cur.n_lines++] = a;
+    }
+    FftInterval& last = runs.empty() ? cur : runs.back();
+    const bool same = !runs.empty() && last.n_lines == cur.n_lines &&
+                      last.lines[0] == cur.lines[0] && last.lines[1] == cur.lines[1];
+    if (same) {
+      last.stop = s + 1;
+    } else {
+      runs.push_back(cur);
+    }
+  }
+  int64_t longest = 0;
+  for (const FftInterval& r : runs) longest = std::max(longest, r.stop - r.start);
+  std::vector<FftInterval> tiles;
+  for (const FftInterval& r : runs) {
+    FftInterval merged;
+    if (!tiles.empty() && r.stop - tiles.back().start <= longest &&
+        fft_union(tiles.back(), r, &merged)) {
+      tiles.back() = merged;
+    } else {
+      tiles.push_back(r);
+    }
+  }
+  return tiles;
+}
+
+// Smallest n' >= n whose prime factors are 2, 3, 5 and 7 (sizes the FFT library is fast on).
+inline int64_t fft_size(int64_t n) {
+  for (int64_t m = std::max<int64_t>(n, 1);; ++m) {
+    int64_t r = m;
+    for (int64_t p : {2, 3, 5, 7})
+      while (r % p == 0) r /= p;
+    if (r == 1) return m;
+  }
+}
+
+// dst (Hp, Wp) = the padded image plane: dst[pr][pc] = x[row_map[pr]][col_map[pc]] (0 at -1).
+template <typename T>
+void pad_plane(const T* x, int64_t W, const int64_t* row_map, const int64_t* col_map,
+               int64_t left, int64_t Hp, int64_t Wp, T* dst) {
+  for (int64_t pr = 0; pr < Hp; ++pr) {
+    T* d = dst + pr * Wp;
+    const int64_t r = row_map[pr];
+    if (r < 0) {
+      std::fill(d, d + Wp, T(0));
+      continue;
+    }
+    const T* src = x + r * W;
+    for (int64_t pc = 0; pc < left; ++pc) d[pc] = col_map[pc] < 0 ? T(0) : src[col_map[pc]];
+    std::copy(src, src + W, d + left);
+    for (int64_t pc = left + W; pc < Wp; ++pc) d[pc] = col_map[pc] < 0 ? T(0) : src[col_map[pc]];
+  }
+}
+
+// buf (Fr, Fc) = wr ⊗ wc ⊙ src on its top-left (lr, lc) corner, zero elsewhere. src rows are
+// src_stride apart; wr, wc the tile's row and column weights.
+template <typename T>
+void fft_fill_weighted(const T* src, int64_t src_stride, const T* wr, const T* wc, int64_t lr,
+                       int64_t lc, T* buf, int64_t Fr, int64_t Fc) {
+  for (int64_t m = 0; m < lr; ++m) {
+    T* __restrict d = buf + m * Fc;
+    const T* __restrict s = src + m * src_stride;
+    const T w = wr[m];
+    if (w == T(0)) {
+      std::fill(d, d + Fc, T(0));
+      continue;
+    }
+#pragma omp simd
+    for (int64_t n = 0; n < lc; ++n) d[n] = w * wc[n] * s[n];
+    std::fill(d + lc, d + Fc, T(0));
+  }
+  std::fill(buf + lr * Fc, buf + Fr * Fc, T(0));
+}
+
+// buf (Fr, Fc) = the (lr, lc) window of an image plane (H, W) whose top-left corner is at
+// (r0, c0) (possibly outside), zero outside the image and beyond (lr, lc).
+template <typename T>
+void fft_fill_window(const T* plane, int64_t H, int64_t W, int64_t r0, int64_t c0, int64_t lr,
+                     int64_t lc, T* buf, int64_t Fr, int64_t Fc) {
+  std::fill(buf, buf + Fr * Fc, T(0));
+  const int64_t n0 = std::max<int64_t>(0, -c0), n1 = std::min(lc, W - c0);
+  for (int64_t m = std::max<int64_t>(0, -r0); m < std::min(lr, H - r0); ++m) {
+    if (n0 < n1) std::copy(plane + (r0 + m) * W + c0 + n0, plane + (r0 + m) * W + c0 + n1,
+                           buf + m * Fc + n0);
+  }
+}
+
+// out[f] (=, or += when accumulate) h[f] · z[f] over n complex numbers stored as (re, im)
+// pairs; conj_h uses the conjugate of h (a correlation instead of a convolution).
+template <typename T>
+void fft_multiply(const T* __restrict h, const T* __restrict z, T* __restrict out, int64_t n,
+                  bool conj_h, bool accumulate) {
+  const T sign = conj_h ? T(-1) : T(1);
+  if (accumulate) {
+#pragma omp simd
+    for (int64_t f = 0; f < n; ++f) {
+      const T hr = h[2 * f], hi = sign * h[2 * f + 1], zr = z[2 * f], zi = z[2 * f + 1];
+      out[2 * f] += hr * zr - hi * zi;
+      out[2 * f + 1] += hr * zi + hi * zr;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t f = 0; f < n; ++f) {
+      const T hr = h[2 * f], hi = sign * h[2 * f + 1], zr = z[2 * f], zi = z[2 * f + 1];
+      out[2 * f] = hr * zr - hi * zi;
+      out[2 * f + 1] = hr * zi + hi * zr;
+    }
   }
 }
 

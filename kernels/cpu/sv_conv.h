@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace fastdeblur {
 namespace cpu {
@@ -83,203 +84,135 @@ inline void sv_pad_band(const T* x, int64_t C, int64_t H, int64_t W, int64_t r0,
 
 // ---- inner loops (CB channels at a time, CB a compile-time constant) ----
 
-// out[c][j] += k[j] * in[c][j] for j in [0, n); in/out are CB row pointers.
-template <typename T, int CB>
-inline void sv_axpy_rows(const T* __restrict k, const T* const* in, T* const* out, int64_t n) {
-  if constexpr (CB == 1) {
-    const T* __restrict a = in[0];
-    T* __restrict o = out[0];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) o[j] += k[j] * a[j];
-  } else if constexpr (CB == 2) {
-    const T* __restrict a = in[0];
-    const T* __restrict b = in[1];
-    T* __restrict oa = out[0];
-    T* __restrict ob = out[1];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T kj = k[j];
-      oa[j] += kj * a[j];
-      ob[j] += kj * b[j];
-    }
-  } else if constexpr (CB == 3) {
-    const T* __restrict a = in[0];
-    const T* __restrict b = in[1];
-    const T* __restrict d = in[2];
-    T* __restrict oa = out[0];
-    T* __restrict ob = out[1];
-    T* __restrict od = out[2];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T kj = k[j];
-      oa[j] += kj * a[j];
-      ob[j] += kj * b[j];
-      od[j] += kj * d[j];
-    }
-  } else {
-    static_assert(CB == 4, "channel blocks are 1 to 4 wide");
-    const T* __restrict a = in[0];
-    const T* __restrict b = in[1];
-    const T* __restrict d = in[2];
-    const T* __restrict e = in[3];
-    T* __restrict oa = out[0];
-    T* __restrict ob = out[1];
-    T* __restrict od = out[2];
-    T* __restrict oe = out[3];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T kj = k[j];
-      oa[j] += kj * a[j];
-      ob[j] += kj * b[j];
-      od[j] += kj * d[j];
-      oe[j] += kj * e[j];
-    }
+// The kernel field is read one 4 KiB-ish row per tap, each row H*W elements from the next:
+// every row starts a new page, where the hardware prefetcher stops. The loops below ask for
+// the rows of the tap FASTDEBLUR_SV_PREFETCH_TAPS ahead themselves, one cache line per cache
+// line they process, so the requests spread over the pass instead of queueing in a burst.
+#ifndef FASTDEBLUR_SV_PREFETCH_TAPS
+#define FASTDEBLUR_SV_PREFETCH_TAPS 8
+#endif
+constexpr int64_t kSvLineBytes = 64;
+
+// out[c][j] += k0[j] * a0[c][j]  (+ k1[j] * a1[c][j] when TWO)  for c < CB, j < n.
+// pf0 / pf1: rows to prefetch alongside (read when kRead, else for writing), or null.
+template <typename T, int CB, bool TWO, bool kRead = true>
+inline void sv_axpy_rows(const T* __restrict k0, const T* __restrict k1, const T* const* a0,
+                         const T* const* a1, T* const* out, int64_t n, const T* pf0 = nullptr,
+                         const T* pf1 = nullptr) {
+  constexpr int64_t L = kSvLineBytes / static_cast<int64_t>(sizeof(T));
+  const T* __restrict p[CB];
+  const T* __restrict q[CB];
+  T* __restrict o[CB];
+  for (int c = 0; c < CB; ++c) {
+    p[c] = a0[c];
+    q[c] = TWO ? a1[c] : a0[c];
+    o[c] = out[c];
   }
+  auto step = [&](int64_t j) {
+    const T x0 = k0[j];
+    const T x1 = TWO ? k1[j] : T(0);
+    for (int c = 0; c < CB; ++c) o[c][j] += TWO ? x0 * p[c][j] + x1 * q[c][j] : x0 * p[c][j];
+  };
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    if (pf0 != nullptr) __builtin_prefetch(pf0 + j, kRead ? 0 : 1, 1);
+    if (pf1 != nullptr) __builtin_prefetch(pf1 + j, kRead ? 0 : 1, 1);
+#pragma omp simd
+    for (int64_t jj = j; jj < j + L; ++jj) step(jj);
+  }
+  for (; j < n; ++j) step(j);
 }
 
-// Two taps per pass over the output row (half the output loads/stores):
-// out[c][j] += k0[j] * a0[c][j] + k1[j] * a1[c][j].
-template <typename T, int CB>
-inline void sv_axpy2_rows(const T* __restrict k0, const T* __restrict k1, const T* const* a0,
-                          const T* const* a1, T* const* out, int64_t n) {
-  if constexpr (CB == 1) {
-    const T* __restrict p = a0[0];
-    const T* __restrict q = a1[0];
-    T* __restrict o = out[0];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) o[j] += k0[j] * p[j] + k1[j] * q[j];
-  } else if constexpr (CB == 2) {
-    const T* __restrict p0 = a0[0];
-    const T* __restrict p1 = a0[1];
-    const T* __restrict q0 = a1[0];
-    const T* __restrict q1 = a1[1];
-    T* __restrict o0 = out[0];
-    T* __restrict o1 = out[1];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T x0 = k0[j], x1 = k1[j];
-      o0[j] += x0 * p0[j] + x1 * q0[j];
-      o1[j] += x0 * p1[j] + x1 * q1[j];
-    }
-  } else if constexpr (CB == 3) {
-    const T* __restrict p0 = a0[0];
-    const T* __restrict p1 = a0[1];
-    const T* __restrict p2 = a0[2];
-    const T* __restrict q0 = a1[0];
-    const T* __restrict q1 = a1[1];
-    const T* __restrict q2 = a1[2];
-    T* __restrict o0 = out[0];
-    T* __restrict o1 = out[1];
-    T* __restrict o2 = out[2];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T x0 = k0[j], x1 = k1[j];
-      o0[j] += x0 * p0[j] + x1 * q0[j];
-      o1[j] += x0 * p1[j] + x1 * q1[j];
-      o2[j] += x0 * p2[j] + x1 * q2[j];
-    }
-  } else {
-    static_assert(CB == 4, "channel blocks are 1 to 4 wide");
-    const T* __restrict p0 = a0[0];
-    const T* __restrict p1 = a0[1];
-    const T* __restrict p2 = a0[2];
-    const T* __restrict p3 = a0[3];
-    const T* __restrict q0 = a1[0];
-    const T* __restrict q1 = a1[1];
-    const T* __restrict q2 = a1[2];
-    const T* __restrict q3 = a1[3];
-    T* __restrict o0 = out[0];
-    T* __restrict o1 = out[1];
-    T* __restrict o2 = out[2];
-    T* __restrict o3 = out[3];
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) {
-      const T x0 = k0[j], x1 = k1[j];
-      o0[j] += x0 * p0[j] + x1 * q0[j];
-      o1[j] += x0 * p1[j] + x1 * q1[j];
-      o2[j] += x0 * p2[j] + x1 * q2[j];
-      o3[j] += x0 * p3[j] + x1 * q3[j];
-    }
-  }
-}
-
-// out[j] = sum_c g[c][j] * a[c][j] for j in [0, n).
+// out[j] (+)= sum_c g[c][j] * a[c][j] for j in [0, n); pf: a row to prefetch for writing.
 template <typename T, int CB>
 inline void sv_dot_rows(const T* const* g, const T* const* a, T* __restrict out, int64_t n,
-                        bool accumulate) {
-  const T* __restrict g0 = g[0];
-  const T* __restrict a0 = a[0];
-  const T* __restrict g1 = CB > 1 ? g[1] : g[0];
-  const T* __restrict a1 = CB > 1 ? a[1] : a[0];
-  const T* __restrict g2 = CB > 2 ? g[2] : g[0];
-  const T* __restrict a2 = CB > 2 ? a[2] : a[0];
-  const T* __restrict g3 = CB > 3 ? g[3] : g[0];
-  const T* __restrict a3 = CB > 3 ? a[3] : a[0];
-  auto term = [&](int64_t j) {
-    T s = g0[j] * a0[j];
-    if constexpr (CB > 1) s += g1[j] * a1[j];
-    if constexpr (CB > 2) s += g2[j] * a2[j];
-    if constexpr (CB > 3) s += g3[j] * a3[j];
-    return s;
+                        bool accumulate, const T* pf) {
+  constexpr int64_t L = kSvLineBytes / static_cast<int64_t>(sizeof(T));
+  const T* __restrict gp[CB];
+  const T* __restrict ap[CB];
+  for (int c = 0; c < CB; ++c) {
+    gp[c] = g[c];
+    ap[c] = a[c];
+  }
+  // Plain store when not accumulating: the output may hold garbage (or NaN poison) before.
+  auto step = [&](int64_t j) {
+    T s = gp[0][j] * ap[0][j];
+    for (int c = 1; c < CB; ++c) s += gp[c][j] * ap[c][j];
+    out[j] = accumulate ? out[j] + s : s;
   };
-  if (accumulate) {
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    if (pf != nullptr) __builtin_prefetch(pf + j, 1, 1);
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) out[j] += term(j);
-  } else {
-    // Plain store: the output may hold garbage (or NaN poison) before.
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) out[j] = term(j);
+    for (int64_t jj = j; jj < j + L; ++jj) step(jj);
+  }
+  for (; j < n; ++j) step(j);
+}
+
+// Calls f(std::integral_constant<int, CB>{}, c0) over blocks of at most 4 channels covering
+// [0, C) (6 channels as two blocks of 3 rather than 4 + 2).
+template <typename F>
+inline void sv_for_channel_blocks(int64_t C, F&& f) {
+  int64_t c0 = 0;
+  for (; c0 + 4 <= C && C != 6; c0 += 4) f(std::integral_constant<int, 4>{}, c0);
+  switch (C - c0) {
+    case 6:
+      f(std::integral_constant<int, 3>{}, c0);
+      f(std::integral_constant<int, 3>{}, c0 + 3);
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{}, c0);
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{}, c0);
+      break;
+    case 1:
+      f(std::integral_constant<int, 1>{}, c0);
+      break;
+    default:
+      break;
   }
 }
 
 // ---- forward ----
 
-#ifndef FASTDEBLUR_SV_PREFETCH_TAPS
-#define FASTDEBLUR_SV_PREFETCH_TAPS 4
-#endif
-
-// Asks for a row of n elements ahead of use: the K rows of successive taps lie H*W elements
-// apart, too far for the hardware prefetcher to follow them all.
-template <typename T>
-inline void sv_prefetch_row(const T* p, int64_t n) {
-  const char* c = reinterpret_cast<const char*>(p);
-  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
-  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 1);
-}
-
-// Channel-block loop of the forward for one output row i: y[c0 : c0 + CB] of that row.
+// Channel block of the forward for one output row i: y[c0 : c0 + CB] of that row.
+// k_row0: row i of tap 0; taps are tap_stride (= H*W) apart. k_next: row i + 1 of tap 0
+// (prefetched during the last taps), or null.
 template <typename T, int CB>
-inline void sv_conv_row_block(const T* __restrict k_row0, int64_t tap_stride, const T* band,
-                              int64_t band_rows, int64_t Wp, int64_t band_row_of_u0, int64_t c0,
-                              T* y_row0, int64_t y_channel_stride, int64_t W, int64_t kh,
-                              int64_t kw) {
+inline void sv_conv_row_block(const T* __restrict k_row0, const T* k_next, int64_t tap_stride,
+                              const T* band, int64_t band_rows, int64_t Wp, int64_t band_row_of_u0,
+                              int64_t c0, T* y_row0, int64_t y_channel_stride, int64_t W,
+                              int64_t kh, int64_t kw) {
   T* out[CB];
   const T* in0[CB];
   const T* in1[CB];
   for (int c = 0; c < CB; ++c) out[c] = y_row0 + (c0 + c) * y_channel_stride;
-  for (int64_t u = 0; u < kh; ++u) {
-    // Row of the padded band that tap row u reads: padded row (i - u + kh - 1).
-    const int64_t r = band_row_of_u0 - u;
-    const T* row_base = band + r * Wp;
-    const T* k_u = k_row0 + u * kw * tap_stride;
-    int64_t v = 0;
-    for (; v + 1 < kw; v += 2) {
-      const int64_t ahead = u * kw + v + FASTDEBLUR_SV_PREFETCH_TAPS;
-      if (c0 == 0 && ahead + 1 < kh * kw) {
-        sv_prefetch_row(k_row0 + ahead * tap_stride, W);
-        sv_prefetch_row(k_row0 + (ahead + 1) * tap_stride, W);
-      }
-      for (int c = 0; c < CB; ++c) {
-        const T* chan = row_base + (c0 + c) * band_rows * Wp;
-        in0[c] = chan + (kw - 1 - v);
-        in1[c] = chan + (kw - 2 - v);
-      }
-      sv_axpy2_rows<T, CB>(k_u + v * tap_stride, k_u + (v + 1) * tap_stride, in0, in1, out, W);
-    }
-    if (v < kw) {
-      for (int c = 0; c < CB; ++c) in0[c] = row_base + (c0 + c) * band_rows * Wp + (kw - 1 - v);
-      sv_axpy_rows<T, CB>(k_u + v * tap_stride, in0, out, W);
-    }
+  const int64_t taps = kh * kw;
+  const bool prefetch = c0 == 0;  // later channel blocks find K in the cache
+  // Input row of tap t (u = t / kw, v = t % kw): band row band_row_of_u0 - u, shifted by v.
+  auto input = [&](int64_t t, const T** in) {
+    const T* base = band + (band_row_of_u0 - t / kw) * Wp + (kw - 1 - t % kw);
+    for (int c = 0; c < CB; ++c) in[c] = base + (c0 + c) * band_rows * Wp;
+  };
+  auto ahead = [&](int64_t t) -> const T* {
+    if (!prefetch) return nullptr;
+    const int64_t a = t + FASTDEBLUR_SV_PREFETCH_TAPS;
+    if (a < taps) return k_row0 + a * tap_stride;
+    return k_next != nullptr && a - taps < taps ? k_next + (a - taps) * tap_stride : nullptr;
+  };
+  // Taps in pairs over the flattened (u, v) order: one pass over the output row per pair.
+  int64_t t = 0;
+  for (; t + 1 < taps; t += 2) {
+    input(t, in0);
+    input(t + 1, in1);
+    sv_axpy_rows<T, CB, true>(k_row0 + t * tap_stride, k_row0 + (t + 1) * tap_stride, in0, in1,
+                              out, W, ahead(t), ahead(t + 1));
+  }
+  if (t < taps) {
+    input(t, in0);
+    sv_axpy_rows<T, CB, false>(k_row0 + t * tap_stride, nullptr, in0, nullptr, out, W,
+                               ahead(t));
   }
 }
 
@@ -314,27 +247,12 @@ void sv_conv_forward_rows(const T* x, const T* k, T* y, int64_t C, int64_t H, in
   for (int64_t i = i0; i < i1; ++i) {
     std::fill(acc, acc + C * acc_stride, T(0));
     const T* k_row = k + i * W;
+    const T* k_next = i + 1 < i1 ? k_row + W : nullptr;
     const int64_t r_u0 = i - i0 + kh - 1;
-    int64_t c0 = 0;
-    for (; c0 + 4 <= C && C != 6; c0 += 4)
-      sv_conv_row_block<T, 4>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
-    switch (C - c0) {
-      case 6:  // two blocks of 3 rather than 4 + 2
-        sv_conv_row_block<T, 3>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
-        sv_conv_row_block<T, 3>(k_row, plane, band, band_rows, Wp, r_u0, c0 + 3, acc, acc_stride, W, kh, kw);
-        break;
-      case 3:
-        sv_conv_row_block<T, 3>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
-        break;
-      case 2:
-        sv_conv_row_block<T, 2>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
-        break;
-      case 1:
-        sv_conv_row_block<T, 1>(k_row, plane, band, band_rows, Wp, r_u0, c0, acc, acc_stride, W, kh, kw);
-        break;
-      default:
-        break;
-    }
+    sv_for_channel_blocks(C, [&](auto cb, int64_t c0) {
+      sv_conv_row_block<T, decltype(cb)::value>(k_row, k_next, plane, band, band_rows, Wp, r_u0,
+                                                c0, acc, acc_stride, W, kh, kw);
+    });
     for (int64_t c = 0; c < C; ++c) std::memcpy(y + c * plane + i * W, acc + c * acc_stride, sizeof(T) * W);
   }
 }
@@ -349,25 +267,27 @@ void sv_conv_forward_rows(const T* x, const T* k, T* y, int64_t C, int64_t H, in
 
 // Channel block of one padded row s of z (width Wp = W + kw - 1), zeroed first.
 template <typename T, int CB>
-inline void sv_adjoint_row_block(const T* k, const T* y, int64_t C, int64_t H, int64_t W,
-                                 int64_t kh, int64_t kw, int64_t s, int64_t c0, T* z_row0,
-                                 int64_t Wp) {
-  (void)C;
+inline void sv_adjoint_row_block(const T* k, const T* y, int64_t H, int64_t W, int64_t kh,
+                                 int64_t kw, int64_t s, int64_t c0, T* z_row0, int64_t Wp) {
   const int64_t plane = H * W;
   T* out[CB];
   const T* in[CB];
+  const T* in1[CB];
+  T* o[CB];
   for (int c = 0; c < CB; ++c) {
     out[c] = z_row0 + (c0 + c) * Wp;
     std::fill(out[c], out[c] + Wp, T(0));
   }
   const int64_t u_lo = std::max<int64_t>(0, kh - 1 - s);
   const int64_t u_hi = std::min<int64_t>(kh, H + kh - 1 - s);
+  // K row of tap t at the image row that tap row t / kw reads: i = s - (kh - 1) + t / kw.
+  auto k_at = [&](int64_t t) { return k + t * plane + (s - (kh - 1) + t / kw) * W; };
+  auto ahead = [&](int64_t t) -> const T* {
+    const int64_t a = t + FASTDEBLUR_SV_PREFETCH_TAPS;
+    return c0 == 0 && a < u_hi * kw ? k_at(a) : nullptr;
+  };
   for (int64_t u = u_lo; u < u_hi; ++u) {
-    const int64_t i = s - (kh - 1) + u;
-    const T* k_i = k + u * kw * plane + i * W;
-    const T* y_i = y + i * W;
-    const T* in1[CB];
-    T* o[CB];
+    const T* y_i = y + (s - (kh - 1) + u) * W;
     for (int c = 0; c < CB; ++c) {
       in[c] = y_i + (c0 + c) * plane;
       in1[c] = in[c] + 1;
@@ -377,16 +297,12 @@ inline void sv_adjoint_row_block(const T* k, const T* y, int64_t C, int64_t H, i
     // j in [0, W - 1), plus one end element of each tap.
     int64_t v = 0;
     for (; v + 1 < kw && W > 1; v += 2) {
-      const int64_t ahead = u * kw + v + FASTDEBLUR_SV_PREFETCH_TAPS;
-      if (c0 == 0 && ahead + 1 < kh * kw) {
-        sv_prefetch_row(k_i + (ahead - u * kw) * plane, W);
-        sv_prefetch_row(k_i + (ahead + 1 - u * kw) * plane, W);
-      }
-      const T* k0 = k_i + v * plane;
-      const T* k1 = k_i + (v + 1) * plane;
+      const int64_t t = u * kw + v;
+      const T* k0 = k_at(t);
+      const T* k1 = k_at(t + 1);
       const int64_t q0 = kw - 1 - v;
       for (int c = 0; c < CB; ++c) o[c] = out[c] + q0;
-      sv_axpy2_rows<T, CB>(k0, k1 + 1, in, in1, o, W - 1);
+      sv_axpy_rows<T, CB, true>(k0, k1 + 1, in, in1, o, W - 1, ahead(t), ahead(t + 1));
       for (int c = 0; c < CB; ++c) {
         out[c][q0 + W - 1] += k0[W - 1] * in[c][W - 1];
         out[c][q0 - 1] += k1[0] * in[c][0];
@@ -395,7 +311,8 @@ inline void sv_adjoint_row_block(const T* k, const T* y, int64_t C, int64_t H, i
     for (; v < kw; ++v) {
       const int64_t q0 = kw - 1 - v;
       for (int c = 0; c < CB; ++c) o[c] = out[c] + q0;
-      sv_axpy_rows<T, CB>(k_i + v * plane, in, o, W);
+      sv_axpy_rows<T, CB, false>(k_at(u * kw + v), nullptr, in, nullptr, o, W,
+                                 ahead(u * kw + v));
     }
   }
 }
@@ -405,26 +322,9 @@ template <typename T>
 void sv_adjoint_padded_row(const T* k, const T* y, int64_t C, int64_t H, int64_t W, int64_t kh,
                            int64_t kw, int64_t s, T* z_row) {
   const int64_t Wp = W + kw - 1;
-  int64_t c0 = 0;
-  for (; c0 + 4 <= C && C != 6; c0 += 4)
-    sv_adjoint_row_block<T, 4>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
-  switch (C - c0) {
-    case 6:
-      sv_adjoint_row_block<T, 3>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
-      sv_adjoint_row_block<T, 3>(k, y, C, H, W, kh, kw, s, c0 + 3, z_row, Wp);
-      break;
-    case 3:
-      sv_adjoint_row_block<T, 3>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
-      break;
-    case 2:
-      sv_adjoint_row_block<T, 2>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
-      break;
-    case 1:
-      sv_adjoint_row_block<T, 1>(k, y, C, H, W, kh, kw, s, c0, z_row, Wp);
-      break;
-    default:
-      break;
-  }
+  sv_for_channel_blocks(C, [&](auto cb, int64_t c0) {
+    sv_adjoint_row_block<T, decltype(cb)::value>(k, y, H, W, kh, kw, s, c0, z_row, Wp);
+  });
 }
 
 // Adds the columns of a padded row (width W + left + right) into an image row (width W)
@@ -524,25 +424,15 @@ void sv_kernel_grad_rows(const T* gy, const T* x, T* g, int64_t C, int64_t H, in
       for (int64_t v = 0; v < kw; ++v) {
         T* out = g + (u * kw + v) * plane + i * W;
         const int64_t ahead = u * kw + v + FASTDEBLUR_SV_PREFETCH_TAPS;
-        if (ahead < kh * kw) {
-          const char* p = reinterpret_cast<const char*>(g + ahead * plane + i * W);
-          for (int64_t o = 0; o < W * static_cast<int64_t>(sizeof(T)); o += 64)
-            __builtin_prefetch(p + o, 1, 1);
-        }
-        for (int64_t c0 = 0; c0 < C; c0 += 4) {
-          const int64_t cb = std::min<int64_t>(4, C - c0);
-          for (int64_t c = 0; c < cb; ++c) {
+        const T* pf = ahead < kh * kw ? g + ahead * plane + i * W : nullptr;
+        sv_for_channel_blocks(C, [&](auto cb, int64_t c0) {
+          constexpr int CB = decltype(cb)::value;
+          for (int c = 0; c < CB; ++c) {
             gp[c] = gy_row + (c0 + c) * gy_stride;
             xp[c] = row_base + (c0 + c) * band_rows * Wp + (kw - 1 - v);
           }
-          const bool acc = accumulate || c0 > 0;
-          switch (cb) {
-            case 4: sv_dot_rows<T, 4>(gp, xp, out, W, acc); break;
-            case 3: sv_dot_rows<T, 3>(gp, xp, out, W, acc); break;
-            case 2: sv_dot_rows<T, 2>(gp, xp, out, W, acc); break;
-            default: sv_dot_rows<T, 1>(gp, xp, out, W, acc); break;
-          }
-        }
+          sv_dot_rows<T, CB>(gp, xp, out, W, accumulate || c0 > 0, c0 == 0 ? pf : nullptr);
+        });
       }
     }
   }

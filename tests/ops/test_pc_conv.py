@@ -246,6 +246,90 @@ def test_non_contiguous_and_batch_sizes():
         assert xb.grad.shape == xb.shape and float(kb.grad.abs().sum()) == 0.0
 
 
+# ---- the native local-FFT path (large kernels) ----
+
+# (B, C, H, W, gh, gw, kh, kw, shared): tiles of several sizes, per-sample kernels, even and
+# rectangular kernels, a 1 x 1 grid, a kernel larger than the tiles.
+FFT_SHAPES = [
+    (1, 3, 40, 52, 3, 4, 9, 9, True),
+    (2, 2, 33, 47, 2, 3, 8, 5, False),
+    (1, 1, 30, 30, 1, 1, 7, 7, True),
+    (2, 1, 24, 20, 4, 2, 15, 13, False),
+]
+
+
+@pytest.fixture(params=["fft", "auto"])
+def pc_method(request, monkeypatch):
+    """Forces the native path (read by the C++ op at every call)."""
+    monkeypatch.setenv("FASTDEBLUR_PC_CONV_METHOD", request.param)
+    return request.param
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+@pytest.mark.parametrize("shape", FFT_SHAPES)
+def test_native_fft_path_matches_reference(pc_method, shape, boundary, dtype):
+    x, k = _inputs(shape, dtype)
+    with _backend.use_backend("native"):
+        y = pc_conv(x, k, boundary)
+        xa = pc_conv_adjoint(x, k, boundary)
+    assert_close(y, reference.pc_conv(x.double(), k.double(), boundary), dtype=dtype)
+    assert_close(xa, reference.pc_conv_adjoint(x.double(), k.double(), boundary), dtype=dtype)
+
+
+@needs_native
+def test_native_fft_path_gradients_and_adjoint(monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_PC_CONV_METHOD", "fft")
+    x = torch.rand(2, 1, 9, 11, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(2, 2, 5, 3, dtype=torch.float64, requires_grad=True)
+    with _backend.use_backend("native"):
+        for op in (pc_conv, pc_conv_adjoint):
+            assert torch.autograd.gradcheck(lambda a, b, op=op: op(a, b, "reflect"), (x, k),
+                                            fast_mode=True)
+        for boundary in BOUNDARIES:
+            xs, _ = _inputs(FFT_SHAPES[1], seed=2)
+            ks = torch.rand(2, 2, 3, 8, 5, dtype=torch.float64)
+            ys = torch.randn(xs.shape, dtype=torch.float64)
+            ax, aty = pc_conv(xs, ks, boundary), pc_conv_adjoint(ys, ks, boundary)
+            gap = abs(float((ax * ys).sum() - (xs * aty).sum()))
+            assert gap / float(ax.norm() * ys.norm()) <= ADJOINT_TOL
+
+
+@needs_native
+def test_native_fft_path_writes_every_output():
+    script = textwrap.dedent(
+        """
+        import torch
+        import fastdeblur._ext  # loads the native ops
+        from fastdeblur.ops import reference as R
+        ops = torch.ops.fastdeblur
+        torch.manual_seed(0)
+        for b in ("reflect", "zero", "replicate", "circular"):
+            x = torch.rand(2, 2, 23, 31, dtype=torch.float64)
+            k = torch.rand(2, 3, 2, 9, 7, dtype=torch.float64)
+            for got, want in ((ops.pc_conv(x, k, b), R.pc_conv(x, k, b)),
+                              (ops.pc_conv_adjoint(x, k, b), R.pc_conv_adjoint(x, k, b))):
+                assert bool(torch.isfinite(got).all()), b
+                torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+        print("ok")
+        """
+    )
+    env = dict(os.environ, FASTDEBLUR_POISON_OUTPUTS="1", FASTDEBLUR_PC_CONV_METHOD="fft",
+               PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok" in done.stdout
+
+
+@needs_native
+def test_native_method_bad_value(monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_PC_CONV_METHOD", "winograd")
+    with pytest.raises(RuntimeError, match="FASTDEBLUR_PC_CONV_METHOD"):
+        torch.ops.fastdeblur.pc_conv(torch.rand(1, 1, 8, 8), torch.rand(2, 2, 3, 3), "reflect")
+
+
 # ---- autograd / torch.library checks of the native ops ----
 
 
