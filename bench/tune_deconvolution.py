@@ -270,12 +270,12 @@ def stage_final(cases: list[Case]) -> dict:
     for c in cases:
         k = c.psf.numpy()
         for b in balances:
-            x = per_channel(lambda a, b=b: restoration.wiener(a, k, b), c.blurred)
+            x = per_channel(lambda a, b=b, k=k: restoration.wiener(a, k, b), c.blurred)
             rows[c.name][f"skimage.wiener@{b:.0e}"] = psnr(x, c.sharp)
         rows[c.name]["skimage.richardson_lucy"] = psnr(
-            per_channel(lambda a: restoration.richardson_lucy(a, k), c.blurred), c.sharp)
+            per_channel(lambda a, k=k: restoration.richardson_lucy(a, k), c.blurred), c.sharp)
         rows[c.name]["skimage.unsupervised_wiener"] = psnr(
-            per_channel(lambda a: restoration.unsupervised_wiener(a, k, rng=0)[0], c.blurred),
+            per_channel(lambda a, k=k: restoration.unsupervised_wiener(a, k, rng=0)[0], c.blurred),
             c.sharp)
         rows[c.name]["fastdeblur.hyperlaplacian"] = psnr(
             run_ours(uniform.hyper_laplacian, c), c.sharp)
@@ -312,6 +312,8 @@ def stage_final(cases: list[Case]) -> dict:
     return {"summary": summary, "cases": rows}
 
 
+# λ of each case: these multiples of a provisional curve (then interpolated in log λ).
+HL_STEPS = (0.3, 0.6, 1.2, 2.4)
 HL_VARIANTS: dict[str, dict] = {
     "first_order_a2/3": {"second_order": 0.0},
     "second0.25_a2/3": {"second_order": 0.25},
@@ -319,6 +321,8 @@ HL_VARIANTS: dict[str, dict] = {
     "second1_a2/3": {"second_order": 1.0},
     "second0.5_a1/2": {"second_order": 0.5, "alpha": 0.5},
     "second0.5_a0.8": {"second_order": 0.5, "alpha": 0.8},
+    "second0.5_a2/3_tv2": {"second_order": 0.5, "second_order_alpha": 1.0},
+    "second0.25_a2/3_tv2": {"second_order": 0.25, "second_order_alpha": 1.0},
 }
 
 
@@ -355,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "hl"):
         names = args.variants.split(",") if args.variants else list(HL_VARIANTS)
         report["hyperlaplacian"] = stage_hl(cases, {n: HL_VARIANTS[n] for n in names},
-                                            (0.25, 0.5, 1.0, 2.0, 4.0))
+                                            HL_STEPS)
     if args.stage in ("all", "wiener"):
         report["wiener"] = stage_wiener(cases)
         print(json.dumps(report["wiener"]), flush=True)

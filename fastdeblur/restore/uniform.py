@@ -34,17 +34,19 @@ from fastdeblur.restore.shrink import shrink_lut
 # Floor of the noise level used to set regularisation: 8-bit quantisation alone is
 # 1 / (255 · √12) ≈ 0.0011, and a little regularisation is always needed.
 MIN_NOISE_SIGMA = 1e-3
-# Wiener–Hunt: weight of the Laplacian prior = WIENER_BALANCE · σ². (A Laplacian prior beat a
-# gradient prior by 0.2–0.4 dB at the best weight of each, on images outside the benchmark.)
+# Wiener–Hunt: weight of the Laplacian prior ε = WIENER_BALANCE · σ_ref² · (σ / σ_ref)^WIENER_POWER
+# with σ_ref = HL_SIGMA_REF. (A Laplacian prior beat a gradient prior by 0.2–0.4 dB at the best
+# weight of each, on images outside the benchmark.)
 WIENER_BALANCE = 50.0
+WIENER_POWER = 2.0
 # First-order hyper-Laplacian prior of the spatially-varying solver
 # (fastdeblur.restore.varying): data weight λ = HL_LAMBDA_SCALE / σ².
 HL_LAMBDA_SCALE = 0.3
 # Uniform hyper-Laplacian (hyper_laplacian): λ = HL_LAMBDA_AT_REF · (HL_SIGMA_REF / σ)^POWER,
 # prior exponent, weight of the second-difference terms, iterations per β.
 HL_SIGMA_REF = 0.01
-HL_LAMBDA_AT_REF = 3000.0
-HL_LAMBDA_POWER = 2.0
+HL_LAMBDA_AT_REF = 3684.0
+HL_LAMBDA_POWER = 1.5
 HL_ALPHA = 2.0 / 3.0
 HL_SECOND_ORDER = 0.5
 HL_INNER_CIRCULAR = 1
@@ -214,6 +216,12 @@ def gradient_otfs(shape: tuple[int, int], like: torch.Tensor) -> tuple[torch.Ten
 # Methods
 
 
+def wiener_balance(sigma: torch.Tensor) -> torch.Tensor:
+    """Default weight ``ε`` of the Laplacian prior of :func:`wiener` for a noise level ``σ``:
+    ``WIENER_BALANCE · σ_ref² · (σ / σ_ref)^WIENER_POWER``."""
+    return WIENER_BALANCE * HL_SIGMA_REF**2 * (sigma / HL_SIGMA_REF).pow(WIENER_POWER)
+
+
 def wiener(
     image: torch.Tensor,
     psf: torch.Tensor,
@@ -231,7 +239,7 @@ def wiener(
         image: Blurred images ``(B, C, H, W)`` or ``(C, H, W)``, float.
         psf: Kernel ``(kh, kw)`` or one per image ``(B, kh, kw)``; normalised to sum 1.
         noise_sigma: Noise standard deviation (per image or one number); estimated when None.
-        balance: ``ε / σ²``; default :data:`WIENER_BALANCE`.
+        balance: ``ε / σ²``; default :func:`wiener_balance` of the noise level.
         em_iterations: With ``taper``, re-solves after replacing the (unobserved) extension
             by the re-blurred estimate — EM for the unknown border data.
         boundary: ``taper`` (the scene outside the image is unknown: reflect-pad and
@@ -245,7 +253,7 @@ def wiener(
     if y.numel() == 0:
         return image.clone()
     sigma = noise_level(y, noise_sigma)
-    eps = (WIENER_BALANCE if balance is None else float(balance)) * sigma.square()
+    eps = wiener_balance(sigma) if balance is None else float(balance) * sigma.square()
     ext = Extension(y.shape[-2], y.shape[-1], *k.shape[-2:], boundary)
     K = otf(k, ext.shape)
     gx, gy = gradient_otfs(ext.shape, y)
@@ -327,6 +335,33 @@ def prior_filters(shape: tuple[int, int], like: torch.Tensor,
     return filters
 
 
+def shrunk_prior(x: torch.Tensor, beta: float, alpha: float, alpha2: float,
+                 second_order: float) -> torch.Tensor:
+    """``Σ_j μ_j f_jᵀ shrink(f_j ∗ x)`` over the filters of :func:`prior_filters`, in the
+    image domain (one forward FFT follows, whatever the filter count).
+
+    The second differences are formed from the first ones (``∂xx = −∂xᵀ∂x``, ``∂xy = ∂y∂x``)
+    and the adjoints gathered under one ``∂xᵀ`` and one ``∂yᵀ``: 10 shifts instead of 16.
+    """
+    dx, dy = _dx(x), _dy(x)
+    acc_x = _shrink(dx, beta, alpha)
+    acc_y = _shrink(dy, beta, alpha)
+    if second_order > 0:
+        w_xx = _shrink(torch.roll(dx, -1, dims=-1) - dx, beta, alpha2)
+        w_yy = _shrink(torch.roll(dy, -1, dims=-2) - dy, beta, alpha2)
+        w_xy = _shrink(_dy(dx), beta, alpha2)
+        # μ ∂xxᵀ w = ∂xᵀ(−μ ∂x w),  μ ∂xyᵀ w = ∂xᵀ(μ ∂yᵀ w),  μ ∂yyᵀ w = ∂yᵀ(−μ ∂y w)
+        acc_x = acc_x.add_(_dy_t(w_xy).sub_(_dx(w_xx)), alpha=second_order)
+        acc_y = acc_y.add_(_dy(w_yy), alpha=-second_order)
+    return _dx_t(acc_x).add_(_dy_t(acc_y))
+
+
+def _shrink(v: torch.Tensor, beta: float, alpha: float) -> torch.Tensor:
+    if alpha == 1:  # soft thresholding: cheaper than the table
+        return v - v.clamp(-1.0 / beta, 1.0 / beta)
+    return shrink_lut(v, beta, alpha)
+
+
 def hyper_laplacian(
     image: torch.Tensor,
     psf: torch.Tensor,
@@ -339,6 +374,7 @@ def hyper_laplacian(
     inner_iterations: int | None = None,
     boundary: str = "taper",
     second_order: float = HL_SECOND_ORDER,
+    second_order_alpha: float | None = None,
 ) -> torch.Tensor:
     """Hyper-Laplacian deconvolution (Krishnan & Fergus 2009) by half-quadratic splitting.
 
@@ -368,6 +404,8 @@ def hyper_laplacian(
             edge-taper) or ``circular`` (the blur wrapped around the image: solve on it as is).
         second_order: Weight of the second-difference terms (>= 0; 0: Krishnan & Fergus'
             first-order prior).
+        second_order_alpha: Exponent of the second-difference terms, in (0, 1]; default
+            ``alpha``.
 
     Returns:
         Deconvolved images shaped like ``image`` (not clipped).
@@ -382,6 +420,9 @@ def hyper_laplacian(
         raise ValueError("need beta_start > 0, beta_rate > 1 and inner_iterations >= 1")
     if not second_order >= 0:
         raise ValueError(f"second_order must be >= 0; got {second_order}")
+    alpha2 = alpha if second_order_alpha is None else float(second_order_alpha)
+    if not 0 < alpha2 <= 1:
+        raise ValueError(f"second_order_alpha must be in (0, 1]; got {second_order_alpha}")
     if y.numel() == 0:
         return image.clone()
     if lam is None:
@@ -402,11 +443,7 @@ def hyper_laplacian(
     while beta < beta_max:
         den = data_den + beta * reg
         for _ in range(inner_iterations):
-            # Σ_j μ_j f_jᵀ w_j in the image domain: one forward FFT whatever the filter count.
-            prior = None
-            for f in filters:
-                term = f.adjoint(shrink_lut(f.apply(x), beta, alpha))
-                prior = term * f.weight if prior is None else prior.add_(term, alpha=f.weight)
+            prior = shrunk_prior(x, beta, alpha, alpha2, float(second_order))
             X = (data_num + beta * torch.fft.rfft2(prior)) / den
             x = torch.fft.irfft2(X, s=ext.shape)
             if not ext.periodic:
