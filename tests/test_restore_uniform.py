@@ -25,10 +25,7 @@ def photo(name: str, size: int) -> torch.Tensor:
     from skimage import color, data
 
     a = getattr(data, name)()
-    if a.ndim == 3:
-        a = color.rgb2gray(a)
-    else:
-        a = a / 255.0
+    a = color.rgb2gray(a) if a.ndim == 3 else a / 255.0
     H, W = a.shape
     a = a[(H - size) // 2 : (H + size) // 2, (W - size) // 2 : (W + size) // 2]
     return torch.from_numpy(np.ascontiguousarray(a))[None, None].double()

@@ -17,8 +17,11 @@ convolution and nothing is discontinuous where the period wraps. The result is c
 
 The regularisation weights follow the noise level: ``noise_sigma`` if given, else estimated
 from the blurred image (:func:`fastdeblur.restore.noise.estimate_noise`), never below
-:data:`MIN_NOISE_SIGMA`. The constants below were chosen by measurement on the Levin et al.
-benchmark (``bench/eval_deblur.py``; results in ``bench/results/deblur.json``).
+:data:`MIN_NOISE_SIGMA`. The constants below were chosen on a tuning set of photos that are not
+in any benchmark (``bench/tune_deconvolution.py``: 256-px grey and colour crops, camera-shake,
+motion, Gaussian and defocus kernels from :mod:`fastdeblur.psf`, circular and non-circular blur,
+σ ∈ {0, 0.005, 0.01, 0.02}, 8-bit; output in ``bench/results/tune_deconvolution.json``), then
+checked on the Levin et al. benchmark (``bench/eval_deblur.py``, ``bench/results/deblur.json``).
 """
 
 from __future__ import annotations
@@ -34,16 +37,19 @@ from fastdeblur.restore.shrink import shrink_lut
 # Floor of the noise level used to set regularisation: 8-bit quantisation alone is
 # 1 / (255 · √12) ≈ 0.0011, and a little regularisation is always needed.
 MIN_NOISE_SIGMA = 1e-3
-# Wiener–Hunt: weight of the Laplacian prior ε = WIENER_BALANCE · σ_ref² · (σ / σ_ref)^WIENER_POWER
-# with σ_ref = HL_SIGMA_REF. (A Laplacian prior beat a gradient prior by 0.2–0.4 dB at the best
-# weight of each, on images outside the benchmark.)
-WIENER_BALANCE = 50.0
+# Wiener–Hunt: weight of the Laplacian prior ε = WIENER_BALANCE · σ_ref² · (σ/σ_ref)^WIENER_POWER
+# with σ_ref = HL_SIGMA_REF, fitted on the tuning set (the best power is 2). (A Laplacian prior
+# beat a gradient prior by 0.2–0.4 dB at the best weight of each, on images outside the
+# benchmark.)
+WIENER_BALANCE = 62.0
 WIENER_POWER = 2.0
 # First-order hyper-Laplacian prior of the spatially-varying solver
 # (fastdeblur.restore.varying): data weight λ = HL_LAMBDA_SCALE / σ².
 HL_LAMBDA_SCALE = 0.3
 # Uniform hyper-Laplacian (hyper_laplacian): λ = HL_LAMBDA_AT_REF · (HL_SIGMA_REF / σ)^POWER,
-# prior exponent, weight of the second-difference terms, iterations per β.
+# prior exponent, weight of the second-difference terms, iterations per β; fitted on the tuning
+# set (bench/results/tune_deconvolution.json). The second differences help most on smooth
+# shading (faces, sky), where first differences alone leave flat steps.
 HL_SIGMA_REF = 0.01
 HL_LAMBDA_AT_REF = 3684.0
 HL_LAMBDA_POWER = 1.5
@@ -233,7 +239,7 @@ def wiener(
     """Wiener–Hunt deconvolution with a Laplacian prior (one FFT solve).
 
     ``x = F⁻¹[ K̄ Y / (|K|² + ε |L|²) ]`` with ``L`` the 5-point Laplacian, on the edge-tapered
-    periodic extension, cropped; ``ε = balance · σ²``.
+    periodic extension, cropped; ``ε = balance · σ²`` (default :func:`wiener_balance`).
 
     Args:
         image: Blurred images ``(B, C, H, W)`` or ``(C, H, W)``, float.
