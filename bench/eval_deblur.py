@@ -138,7 +138,10 @@ def best_skimage_balance(cases: list[dict], sigma: float) -> float:
     return float(SKIMAGE_BALANCES[int(np.argmax(scores))])
 
 
-def nonblind_rows(cases: list[dict], extra: bool = False) -> tuple[list[dict], dict]:
+def nonblind_rows(cases: list[dict], extra: bool = False,
+                  only_images: set[int] | None = None) -> tuple[list[dict], dict]:
+    """Rows of every case (of ``only_images`` when given; the skimage balance is still chosen
+    on all the cases)."""
     rows: list[dict] = []
     settings: dict = {}
     ours = fastdeblur_methods(extra)
@@ -147,6 +150,8 @@ def nonblind_rows(cases: list[dict], extra: bool = False) -> tuple[list[dict], d
         settings[condition] = {"skimage.wiener.balance": balance}
         methods = {**ours, **skimage_methods(balance)}
         for c in cases:
+            if only_images is not None and c["image"] not in only_images:
+                continue
             y = with_noise(c["blurred"], sigma, c["seed"])
             row = {"condition": condition, "image": f"im_{c['image']}_ker_{c['kernel']}",
                    "psnr": {"blurred": round(psnr(y, c["sharp"]), 3)}, "seconds": {}}
@@ -222,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also alpha = 1/2 and the unknown-border (taper) variant")
     parser.add_argument("--condition", choices=list(CONDITIONS), default=None,
                         help="run one condition only (no blind part)")
+    parser.add_argument("--images", default=None,
+                        help="comma-separated Levin image numbers to run (1-4; no blind part)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="join the non-blind rows of per-condition reports into --out")
     parser.add_argument("--shared", type=Path, default=SHARED)
@@ -233,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         report["command"] = "; ".join(p["command"] for p in parts) + (
             "; python -m bench.eval_deblur " + " ".join(argv or sys.argv[1:]))
         report["settings"] = {k: v for p in parts for k, v in p["settings"].items()}
-        report["nonblind"] = [r for p in parts for r in p["nonblind"]]
+        report["nonblind"] = sorted((r for p in parts for r in p["nonblind"]),
+                                    key=lambda r: (list(CONDITIONS).index(r["condition"]),
+                                                   [int(t) for t in r["image"].split("_")[1::2]]))
         report["summary"] = summarise(report["nonblind"])
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report["summary"], indent=1))
@@ -252,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = load_levin(args.shared, args.quick)
     for c in cases:
         c["seed"] = 100 * c["image"] + c["kernel"]
-    rows, settings = nonblind_rows(cases, args.extra)
+    only = {int(i) for i in args.images.split(",")} if args.images else None
+    rows, settings = nonblind_rows(cases, args.extra, only)
     report = {
         "benchmark": "deblur",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -267,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    report["blind"] = None if args.condition else blind_rows(cases)
+    report["blind"] = None if args.condition or only else blind_rows(cases)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["summary"], indent=1))
     print(f"wrote {args.out}")

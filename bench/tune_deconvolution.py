@@ -23,6 +23,8 @@ Stages:
   same fitted curve (what a perfect estimator would give).
 - ``wiener``: the balance ``ε = b · σ̂²`` of :func:`fastdeblur.restore.wiener` (with a power
   law as for λ).
+- ``ablation``: the defaults against the first-order prior (at its own best λ curve) and
+  against the Haar noise estimate.
 - ``final``: the library defaults against scikit-image's ``wiener`` (balance chosen in hindsight
   per σ, an oracle), ``richardson_lucy`` and ``unsupervised_wiener``, per case.
 """
@@ -314,6 +316,32 @@ def stage_final(cases: list[Case]) -> dict:
 
 # λ of each case: these multiples of a provisional curve (then interpolated in log λ).
 HL_STEPS = (0.3, 0.6, 1.2, 2.4)
+# The first-order prior's own best curve (stage hl, variant first_order_a2/3, all 80 cases).
+FIRST_ORDER_CURVE = (1742.1, 1.7)
+
+
+def stage_ablation(cases: list[Case]) -> dict:
+    """The defaults against: the first-order prior at its own best λ curve; the Haar noise
+    estimate (the previous default) fed to the same λ curve."""
+    from fastdeblur.restore import uniform
+    from fastdeblur.restore.noise import estimate_noise
+
+    rows: dict[str, dict[str, float]] = {}
+    for c in cases:
+        y = c.blurred.float()
+        sig = max(float(estimate_noise(y)), uniform.MIN_NOISE_SIGMA)
+        haar = max(float(estimate_noise(y, method="haar")), uniform.MIN_NOISE_SIGMA)
+        lam_ref, p = FIRST_ORDER_CURVE
+        rows[c.name] = {
+            "default": psnr(run_ours(uniform.hyper_laplacian, c), c.sharp),
+            "first_order": psnr(run_ours(uniform.hyper_laplacian, c, second_order=0.0,
+                                         lam=lam_ref * (SIGMA_REF / sig) ** p), c.sharp),
+            "haar_sigma": psnr(run_ours(uniform.hyper_laplacian, c, noise_sigma=haar), c.sharp),
+        }
+    return {name: group({n: r[name] for n, r in rows.items()}, cases)
+            for name in ("default", "first_order", "haar_sigma")}
+
+
 HL_VARIANTS: dict[str, dict] = {
     "first_order_a2/3": {"second_order": 0.0},
     "second0.25_a2/3": {"second_order": 0.25},
@@ -330,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tune_deconvolution")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES} images")
     parser.add_argument("--stage", default="all",
-                        choices=["all", "noise", "hl", "wiener", "final"])
+                        choices=["all", "noise", "hl", "wiener", "final", "ablation"])
     parser.add_argument("--variants", default=None,
                         help="comma-separated names of HL_VARIANTS (default: all)")
     parser.add_argument("--shared", type=Path, default=SHARED)
@@ -363,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "wiener"):
         report["wiener"] = stage_wiener(cases)
         print(json.dumps(report["wiener"]), flush=True)
+    if args.stage in ("all", "ablation"):
+        report["ablation"] = stage_ablation(cases)
+        print(json.dumps(report["ablation"]), flush=True)
     if args.stage in ("all", "final"):
         report["final"] = stage_final(cases)
         print(json.dumps(report["final"]["summary"], indent=1), flush=True)
