@@ -139,16 +139,24 @@ def best_skimage_balance(cases: list[dict], sigma: float) -> float:
 
 
 def nonblind_rows(cases: list[dict], extra: bool = False,
-                  only_images: set[int] | None = None) -> tuple[list[dict], dict]:
+                  only_images: set[int] | None = None,
+                  skimage_from: dict | None = None) -> tuple[list[dict], dict]:
     """Rows of every case (of ``only_images`` when given; the skimage balance is still chosen
-    on all the cases)."""
+    on all the cases). ``skimage_from``: an earlier report whose scikit-image rows are reused
+    (they do not depend on fastdeblur: same images, same noise seeds, same settings)."""
     rows: list[dict] = []
     settings: dict = {}
     ours = fastdeblur_methods(extra)
     for condition, sigma in RUN_CONDITIONS.items():
-        balance = best_skimage_balance(cases, sigma)
-        settings[condition] = {"skimage.wiener.balance": balance}
-        methods = {**ours, **skimage_methods(balance)}
+        if skimage_from is not None:
+            settings[condition] = dict(skimage_from["settings"][condition])
+            settings[condition]["skimage_rows_from"] = skimage_from["date"]
+            methods = dict(ours)
+            earlier = {(r["condition"], r["image"]): r for r in skimage_from["nonblind"]}
+        else:
+            balance = best_skimage_balance(cases, sigma)
+            settings[condition] = {"skimage.wiener.balance": balance}
+            methods = {**ours, **skimage_methods(balance)}
         for c in cases:
             if only_images is not None and c["image"] not in only_images:
                 continue
@@ -160,6 +168,12 @@ def nonblind_rows(cases: list[dict], extra: bool = False,
                 x = fn(y, c["psf"])
                 row["seconds"][name] = round(time.perf_counter() - t0, 4)
                 row["psnr"][name] = round(psnr(x, c["sharp"]), 3)
+            if skimage_from is not None:
+                old = earlier[(condition, row["image"])]
+                for name in old["psnr"]:
+                    if name.startswith("skimage."):
+                        row["psnr"][name] = old["psnr"][name]
+                        row["seconds"][name] = old["seconds"].get(name)
             rows.append(row)
             print(condition, row["image"], {k: v for k, v in row["psnr"].items()}, flush=True)
     return rows, settings
@@ -229,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run one condition only (no blind part)")
     parser.add_argument("--images", default=None,
                         help="comma-separated Levin image numbers to run (1-4; no blind part)")
+    parser.add_argument("--skimage-from", type=Path, default=None,
+                        help="reuse the scikit-image rows of this earlier report")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="join the non-blind rows of per-condition reports into --out")
     parser.add_argument("--shared", type=Path, default=SHARED)
@@ -262,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in cases:
         c["seed"] = 100 * c["image"] + c["kernel"]
     only = {int(i) for i in args.images.split(",")} if args.images else None
-    rows, settings = nonblind_rows(cases, args.extra, only)
+    earlier = json.loads(args.skimage_from.read_text()) if args.skimage_from else None
+    rows, settings = nonblind_rows(cases, args.extra, only, earlier)
     report = {
         "benchmark": "deblur",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
