@@ -1,6 +1,11 @@
 """Deblurring quality: fastdeblur against scikit-image on the Levin et al. (2009) benchmark.
 
-``python -m bench.eval_deblur [--quick] [--out bench/results/deblur.json]``
+``python -m bench.eval_deblur [--quick] [--extra] [--out bench/results/deblur.json]``
+
+On a busy machine the non-blind part can be split and joined: ``--condition C --images 1,2
+--out part.json`` per piece (the skimage ``wiener`` balance is still chosen on all 32 images),
+``--skimage-from REPORT`` to reuse the scikit-image rows of an earlier report (they do not
+depend on fastdeblur), then ``--merge part1.json part2.json ... --out deblur.json``.
 
 Non-blind part: the 32 images ``levin/blurred/im_i_ker_j.png`` (4 sharp images × the 8 kernels
 of ``kernels/levin09.npz``), deconvolved with the true kernel, in two conditions:
