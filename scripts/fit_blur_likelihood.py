@@ -81,7 +81,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", default=None, help="folder of sharp images (+ skimage photos)")
-    ap.add_argument("--images-per-noise", type=int, default=30)
+    ap.add_argument("--images-per-noise", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=2, help="processes (one noise level each)")
     ap.add_argument("--records", default=None, help="cache the training records here (JSON)")
     ap.add_argument("--out", default=str(WEIGHTS))
@@ -140,9 +140,9 @@ def main() -> None:
 
 Decides the blur type of a whole image from the marginal-likelihood fit of each blur family
 (`fastdeblur/estimate/likelihood.py`){" and the patch classifier's mean probabilities"
-if use_patch else ""}, and calibrates its confidence. Five numbers of a logistic model
-(`Combiner`); the likelihood fit itself has no trained weights (power-law image prior, analytic
-kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from `blur_likelihood.json`.
+if use_patch else ""}, and calibrates its confidence. Six numbers of a logistic model
+(`Combiner`); the likelihood fit itself has no trained weights (power-law image prior, the
+`fastdeblur.psf` kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from `blur_likelihood.json`.
 
 ## Data
 

@@ -39,7 +39,7 @@ def test_tile_spectrum_of_white_noise_is_its_variance() -> None:
     noise = 0.01 * torch.randn(256, 256, generator=g)
     power, n = lk.tile_spectrum(noise, 64, 16)
     assert n == 16
-    assert power.shape == (64, 64)
+    assert power.shape == (64, 33)
     assert float(power[1:, 1:].mean()) == pytest.approx(1e-4, rel=0.1)
 
 
@@ -48,19 +48,27 @@ def test_tile_spectrum_bad_input() -> None:
         lk.tile_spectrum(torch.rand(40, 80), 64)
 
 
-def test_window_smooth_keeps_the_total_and_a_constant() -> None:
-    q = torch.rand(3, 16, 16, dtype=torch.float64)
-    assert torch.allclose(lk.window_smooth(q).sum((1, 2)), q.sum((1, 2)))
-    ones = torch.ones(16, 16, dtype=torch.float64)
-    assert torch.allclose(lk.window_smooth(ones), ones)
+def test_window_smooth_on_the_half_plane_equals_the_full_grid() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 16, generator=g, dtype=torch.float64)
+    full = torch.fft.fft2(x).abs().pow(2)  # symmetric under f -> -f
+    smoothed = (torch.roll(full, 1, -1) + 4 * full + torch.roll(full, -1, -1)) / 6
+    smoothed = (torch.roll(smoothed, 1, -2) + 4 * smoothed + torch.roll(smoothed, -1, -2)) / 6
+    half = lk.window_smooth(full[..., :9])
+    torch.testing.assert_close(half, smoothed[..., :9])
+    ones = torch.ones(16, 9, dtype=torch.float64)
+    torch.testing.assert_close(lk.window_smooth(ones), ones)
 
 
 def test_otf_power_is_shift_free_and_one_at_dc() -> None:
     k = psf.motion(9.0, 30.0, dtype=torch.float64)
     q = lk.otf_power([k], 64)
-    assert q.shape == (1, 64, 64)
-    assert float(q[0, 0, 0]) == pytest.approx(1.0)
-    assert float(q.max()) <= 1.0 + 1e-9
+    assert q.shape == (1, 64, 33)
+    assert float(q[0, 0, 0]) == pytest.approx(1.0, abs=1e-5)
+    assert float(q.max()) <= 1.0 + 1e-5
+    shifted = torch.zeros(40, 40, dtype=torch.float64)
+    shifted[5 : 5 + k.shape[0], 7 : 7 + k.shape[1]] = k
+    torch.testing.assert_close(lk.otf_power([shifted], 64), q, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -104,8 +104,9 @@ def tile_spectrum(
         max_tiles: At most this many tiles (the most textured: highest gradient energy).
 
     Returns:
-        ``(P (tile, tile) float64, n_tiles)``: ``P = mean_t |FFT(w · (y_t − mean y_t))|² / Σw²``,
-        so white noise of variance ``σ²`` gives ``P = σ²``.
+        ``(P (tile, tile // 2 + 1) float64, n_tiles)``: the half-plane (``rfft2``) of
+        ``P = mean_t |FFT(w · (y_t − mean y_t))|² / Σw²``, so white noise of variance ``σ²``
+        gives ``P = σ²``.
     """
     g = gray.float()
     H, W = g.shape
@@ -123,23 +124,37 @@ def tile_spectrum(
     w = _hann(tile)
     w2 = w[:, None] * w[None, :]
     t = (tiles - tiles.mean((1, 2), keepdim=True)) * w2
-    power = torch.fft.fft2(t).abs().pow(2).mean(0) / w2.pow(2).sum()
+    power = _power(torch.fft.rfft2(t)).mean(0) / w2.pow(2).sum()
     return power, len(tiles)
 
 
+def _power(z: torch.Tensor) -> torch.Tensor:
+    """``|z|²`` of a complex tensor (cheaper than ``abs().pow(2)``)."""
+    r = torch.view_as_real(z)
+    return r[..., 0] * r[..., 0] + r[..., 1] * r[..., 1]
+
+
 def window_smooth(q: torch.Tensor) -> torch.Tensor:
-    """Circular ``[1, 4, 1] / 6`` smoothing along the last two axes (the Hann window's effect on
-    an expected power spectrum)."""
-    q = (torch.roll(q, 1, -1) + 4 * q + torch.roll(q, -1, -1)) / 6
+    """``[1, 4, 1] / 6`` smoothing along both frequency axes (the Hann window's effect on an
+    expected power spectrum), circular, on the half-plane ``(..., T, T // 2 + 1)`` of a spectrum
+    symmetric under ``f → −f`` (the missing neighbours of the first and last column are their
+    mirror images)."""
+    T = q.shape[-2]
+    mirror = (-torch.arange(T)) % T
+    left = q[..., mirror, 1:2]
+    right = q[..., mirror, -2:-1]
+    padded = torch.cat([left, q, right], dim=-1)
+    q = (padded[..., :-2] + 4 * q + padded[..., 2:]) / 6
     return (torch.roll(q, 1, -2) + 4 * q + torch.roll(q, -1, -2)) / 6
 
 
 def otf_power(kernels: list[torch.Tensor], tile: int) -> torch.Tensor:
-    """``|K(f)|²`` of kernels on the ``tile``×``tile`` DFT grid, ``(n, tile, tile)`` float64.
+    """``|K(f)|²`` of kernels on the half-plane of the ``tile``×``tile`` DFT grid,
+    ``(n, tile, tile // 2 + 1)`` float32.
 
     The position of a kernel inside the grid only changes the phase, so kernels are placed at the
     corner; kernels larger than the tile are cropped around their centre."""
-    out = torch.zeros(len(kernels), tile, tile, dtype=torch.float64)
+    out = torch.zeros(len(kernels), tile, tile, dtype=torch.float32)
     for i, k in enumerate(kernels):
         kh, kw = k.shape
         if kh > tile or kw > tile:
@@ -147,12 +162,12 @@ def otf_power(kernels: list[torch.Tensor], tile: int) -> torch.Tensor:
             k = k[top : top + tile, left : left + tile]
             k = k / k.sum()
             kh, kw = k.shape
-        out[i, :kh, :kw] = k.to(torch.float64)
-    return torch.fft.fft2(out).abs().pow(2)
+        out[i, :kh, :kw] = k
+    return _power(torch.fft.rfft2(out))
 
 
 def _kernel(blur_type: str, params: dict[str, float]) -> torch.Tensor:
-    return psf.from_params(blur_type, params, dtype=torch.float64)
+    return psf.from_params(blur_type, params, dtype=torch.float32)
 
 
 @lru_cache(maxsize=8)
@@ -164,14 +179,14 @@ def _half_grid(tile: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     DC and the lowest ring are left out (the window and the removed mean dominate them).
 
     Returns:
-        ``(flat indices into the (T, T) grid, weights, |f|² in cycles²/px²)``.
+        ``(flat indices into the (T, T // 2 + 1) half grid, weights, |f|² in cycles²/px²)``.
     """
     f = torch.fft.fftfreq(tile, dtype=torch.float64)
     f2 = f[:, None] ** 2 + f[None, : tile // 2 + 1].abs() ** 2
     cols = torch.arange(tile // 2 + 1)
     weight = torch.where((cols == 0) | (cols == tile // 2), 1.0, 2.0).expand(tile, -1)
     keep = f2 > (1.5 / tile) ** 2
-    flat = (torch.arange(tile)[:, None] * tile + cols[None, :])[keep]
+    flat = (torch.arange(tile)[:, None] * (tile // 2 + 1) + cols[None, :])[keep]
     return flat, weight[keep].float(), f2[keep].float()
 
 
@@ -299,6 +314,25 @@ def fit_likelihood(
     Returns:
         A :class:`LikelihoodFit`.
     """
+    threads = torch.get_num_threads()
+    # Thousands of small element-wise ops: on a busy 2-core machine a second thread made the
+    # fit 10x slower (threads spinning at every op), and it gains little on a quiet one.
+    torch.set_num_threads(1)
+    try:
+        return _fit(gray, noise_sigma, tile, coarse_tile, max_tiles, refine, penalty)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    gray: torch.Tensor,
+    noise_sigma: float,
+    tile: int,
+    coarse_tile: int,
+    max_tiles: int,
+    refine: int,
+    penalty: dict[str, float] | None,
+) -> LikelihoodFit:
     sigma = max(noise_sigma, NOISE_FLOOR)
     noise_var = sigma * sigma
     tile = min(tile, *gray.shape)
@@ -373,8 +407,9 @@ class Combiner:
     the verdict and the runner-up: the likelihood of a wrong family is off by a margin that
     depends on how far the image departs from the power-law prior, so the margin's logarithm,
     not the softmax of the scores, is what separates right from wrong verdicts. All weights are
-    fitted on training images (:meth:`fit`): scores by multinomial logistic regression,
-    confidence by logistic regression of "the verdict was right" on ``log m``.
+    fitted on training images (:meth:`fit`): scores by multinomial logistic regression, the
+    confidence's slope by logistic regression of "the verdict was right" on ``log m``, its offset
+    so that confidence >= 0.5 selects verdicts that were wrong at most 3 % of the time.
     """
 
     w_patch: float = 0.0
@@ -407,9 +442,12 @@ class Combiner:
         *,
         use_patch: bool = True,
         l2: float = 1e-3,
+        max_error: float = 0.03,
     ) -> Combiner:
         """Weights from ``(n, 3)`` patch probabilities, ``(n, 3)`` excesses and ``(n,)`` labels
-        (indices into :data:`BLUR_TYPES`)."""
+        (indices into :data:`BLUR_TYPES`). The confidence's slope comes from a logistic fit of
+        "right" on ``log margin``; its offset puts 0.5 at the smallest margin above which at most
+        ``max_error`` of the training verdicts were wrong."""
         theta = torch.zeros(4, dtype=torch.float64)
         theta[1] = 0.1
         theta.requires_grad_(True)
@@ -430,7 +468,14 @@ class Combiner:
         ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
         _lbfgs(ab, lambda: torch.nn.functional.binary_cross_entropy_with_logits(
             ab[0] * lm + ab[1], right) + l2 * ab.pow(2).sum())
-        a, b = ab.detach().tolist()
+        a = ab.detach().tolist()[0]
+        # Place confidence 0.5 at the smallest margin above which the training verdicts were
+        # wrong at most ``max_error`` of the time: "confidence >= 0.5" then means "trust it".
+        order = lm.argsort(descending=True)
+        wrong = (1 - right[order]).cumsum(0) / torch.arange(1, len(order) + 1)
+        ok = torch.nonzero(wrong <= max_error).squeeze(1)
+        cut = float(lm[order[int(ok.max())]]) if len(ok) else float(lm.max())
+        b = -a * cut
         return cls(
             w_patch=t[0] if use_patch else 0.0,
             w_nll=t[1],
