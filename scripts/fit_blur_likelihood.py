@@ -142,7 +142,8 @@ Decides the blur type of a whole image from the marginal-likelihood fit of each 
 (`fastdeblur/estimate/likelihood.py`){" and the patch classifier's mean probabilities"
 if use_patch else ""}, and calibrates its confidence. Six numbers of a logistic model
 (`Combiner`); the likelihood fit itself has no trained weights (power-law image prior, the
-`fastdeblur.psf` kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from `blur_likelihood.json`.
+`fastdeblur.psf` kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from
+`blur_likelihood.json`.
 
 ## Data
 
