@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -168,7 +169,19 @@ def main() -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=list(NOISE_LEVELS))
     ap.add_argument("--no-speed", action="store_true", help="skip the timing")
     ap.add_argument("--merge", nargs="+", default=None, help="join partial result files")
+    ap.add_argument("--speed-only", action="store_true", help="time only; update --out in place")
     args = ap.parse_args()
+    if args.speed_only:
+        out = Path(args.out)
+        result = json.loads(out.read_text()) if out.is_file() else {}
+        timing = speed(BlurEstimator.load(args.weights), BlurEstimator.load(args.weights,
+                                                                        likelihood=False))
+        timing["command"] = "PYTHONPATH=. python bench/eval_estimation.py --speed-only"
+        timing["load_average_1min_before"] = round(os.getloadavg()[0], 1)
+        result["speed_estimate_1024x768_rgb"] = timing
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(timing))
+        return
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         result = parts[0]
