@@ -10,19 +10,26 @@ For each noise level σn in {0, 0.005, 0.01, 0.02}:
   parameters over the full supported range (as in training), classified one by one;
 - **image-level type accuracy and parameter MAE** — every held-out image, gray, blurred uniformly
   once per blur type with parameters drawn uniformly from the supported range, then
-  ``fastdeblur.estimate``; the angle MAE counts motion lengths >= 7 px only.
+  ``fastdeblur.estimate``; the angle MAE counts motion lengths >= 7 px only;
+- **confidence calibration** — type error rate of the image-level verdicts by confidence bin,
+  and among those with confidence >= 0.5 (the target: < 5 %);
+- the same image-level numbers for the paper's configuration (patch classifier + GRNNs, no
+  likelihood stage) under ``paper``.
 
 Speed: ``fastdeblur.estimate`` on a 1024×768 RGB image (median of 5 runs).
 
     PYTHONPATH=. python bench/eval_estimation.py --images ../shared/data/sharp
 
-writes ``bench/results/estimation.json``.
+writes ``bench/results/estimation.json``. On two cores the noise levels can run in two processes
+(``--noise 0 0.005 --out a.json`` and ``--noise 0.01 0.02 --no-speed --out b.json``), joined by
+``--merge a.json b.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -67,11 +74,29 @@ def patch_accuracy(est: BlurEstimator, images: list, noise: float, n: int, seed:
     return out
 
 
+CONF_BINS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0001)
+
+
+def calibration(confidences: list[float], correct: list[bool]) -> dict:
+    """Type error rate by confidence bin and among verdicts with confidence >= 0.5."""
+    out: dict = {}
+    for lo, hi in zip(CONF_BINS[:-1], CONF_BINS[1:], strict=True):
+        hits = [c for conf, c in zip(confidences, correct, strict=True) if lo <= conf < hi]
+        key = f"conf_{lo:g}-{min(hi, 1.0):g}"
+        rate = (1 - sum(hits) / len(hits)) if hits else None
+        out[key] = {"n": len(hits), "type_error_rate": rate}
+    sure = [c for conf, c in zip(confidences, correct, strict=True) if conf >= 0.5]
+    out["n_conf>=0.5"] = len(sure)
+    out["type_error_rate_conf>=0.5"] = (1 - sum(sure) / len(sure)) if sure else None
+    return out
+
+
 def image_level(est: BlurEstimator, images: list, noise: float, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     correct, total = 0, 0
     errors: dict[str, list[float]] = {}
     confidences = []
+    hits = []
     for image in images:
         for t in BLUR_TYPES:
             params = sample_params(t, g, DEFAULT_RANGES)
@@ -83,6 +108,7 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int) -> di
             total += 1
             correct += r.blur_type == t
             confidences.append(r.confidence)
+            hits.append(r.blur_type == t)
             if r.blur_type != t:
                 continue
             for name, value in r.params.items():
@@ -102,18 +128,44 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int) -> di
     out: dict = {"image_accuracy": correct / total, "n_images": total}
     out |= {k: sum(v) / len(v) for k, v in sorted(errors.items())}
     out["mean_confidence"] = sum(confidences) / len(confidences)
+    out["calibration"] = calibration(confidences, hits)
     return out
 
 
-def speed(est: BlurEstimator) -> dict:
+def speed(est: BlurEstimator, paper: BlurEstimator) -> dict:
+    """Median seconds of ``estimate`` on a 1024×768 RGB image, with a breakdown."""
+    from fastdeblur.estimate.estimator import _gray
+    from fastdeblur.estimate.likelihood import fit_likelihood
+    from fastdeblur.estimate.patches import estimate_noise
+
     g = torch.Generator().manual_seed(0)
     base = torch.rand(3, 96, 128, generator=g)
     img = torch.nn.functional.interpolate(base[None], size=(768, 1024), mode="bicubic")[0]
     img = convolve(img[None], psf.gaussian(2.0, dtype=torch.float32))[0].clamp(0, 1)
+    gray = _gray(img)
+    noise = estimate_noise(gray)
     seconds = measure(lambda: est.estimate(img), warmup=1, repeat=5)
+    paper_s = measure(lambda: paper.estimate(img), warmup=1, repeat=5)
+    lik_s = measure(lambda: fit_likelihood(gray, noise), warmup=1, repeat=5)
+
+    def cpu(fn) -> float:
+        # CPU seconds of one call: on a shared, busy machine wall time mostly measures the others
+        t0 = time.process_time()
+        fn()
+        return round(time.process_time() - t0, 4)
+
     return {
+        "cpu_s": {
+            "estimate": cpu(lambda: est.estimate(img)),
+            "paper configuration": cpu(lambda: paper.estimate(img)),
+            "likelihood_stage": cpu(lambda: fit_likelihood(gray, noise)),
+        },
         "shape": "3x768x1024",
         "median_s": round(seconds, 4),
+        "breakdown_s": {
+            "patch_classifier_grnn_map (paper configuration, whole estimate)": round(paper_s, 4),
+            "likelihood_stage (fit_likelihood alone)": round(lik_s, 4),
+        },
         "threads": torch.get_num_threads(),
     }
 
@@ -125,18 +177,51 @@ def main() -> None:
     ap.add_argument("--patches", type=int, default=3000, help="patches per noise level")
     ap.add_argument("--max-images", type=int, default=None, help="use the first N images only")
     ap.add_argument("--out", default=str(RESULTS / "estimation.json"))
+    ap.add_argument("--no-paper", action="store_true", help="skip the paper configuration")
+    ap.add_argument("--noise", type=float, nargs="+", default=list(NOISE_LEVELS))
+    ap.add_argument("--no-speed", action="store_true", help="skip the timing")
+    ap.add_argument("--merge", nargs="+", default=None, help="join partial result files")
+    ap.add_argument("--speed-only", action="store_true", help="time only; update --out in place")
     args = ap.parse_args()
+    if args.speed_only:
+        out = Path(args.out)
+        result = json.loads(out.read_text()) if out.is_file() else {}
+        timing = speed(BlurEstimator.load(args.weights), BlurEstimator.load(args.weights,
+                                                                        likelihood=False))
+        timing["command"] = "PYTHONPATH=. python bench/eval_estimation.py --speed-only"
+        timing["load_average_1min_before"] = round(os.getloadavg()[0], 1)
+        result["speed_estimate_1024x768_rgb"] = timing
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(timing))
+        return
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        result = parts[0]
+        result["command"] = [p["command"] for p in parts]
+        result["by_noise"] = sorted(
+            (row for p in parts for row in p["by_noise"]), key=lambda r: r["noise_sigma"]
+        )
+        result["speed_estimate_1024x768_rgb"] = next(
+            (p["speed_estimate_1024x768_rgb"] for p in parts if p["speed_estimate_1024x768_rgb"]),
+            None,
+        )
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return
 
     est = BlurEstimator.load(args.weights)
+    paper = BlurEstimator.load(args.weights, likelihood=False)
     _, val_images, names = estimator_images(args.images)
     if args.max_images:
         val_images = val_images[: args.max_images]
     rows = []
-    for j, noise in enumerate(NOISE_LEVELS):
+    for noise in args.noise:
+        j = NOISE_LEVELS.index(noise) if noise in NOISE_LEVELS else len(NOISE_LEVELS)
         t0 = time.perf_counter()
         row = {"noise_sigma": noise}
         row |= patch_accuracy(est, val_images, noise, args.patches, seed=100 + j)
         row |= image_level(est, val_images, noise, seed=200 + j)
+        if not args.no_paper:
+            row["paper"] = image_level(paper, val_images, noise, seed=200 + j)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -144,13 +229,16 @@ def main() -> None:
         "machine": machine(),
         "command": "PYTHONPATH=. python bench/eval_estimation.py"
         + (f" --images {_shown_path(args.images)}" if args.images else "")
-        + (f" --max-images {args.max_images}" if args.max_images else ""),
+        + (f" --max-images {args.max_images}" if args.max_images else "")
+        + (f" --noise {' '.join(f'{n:g}' for n in args.noise)}"
+           if tuple(args.noise) != NOISE_LEVELS else "")
+        + (" --no-speed" if args.no_speed else ""),
         "held_out_images": names["val"][: len(val_images)],
         "protocol": __doc__.split("Speed:")[0].strip(),
         "texture_threshold": f"{texture_threshold(0.0):g} + 2.5 sigma_n^2",
         "targets": TARGETS,
         "by_noise": rows,
-        "speed_estimate_1024x768_rgb": speed(est),
+        "speed_estimate_1024x768_rgb": None if args.no_speed else speed(est, paper),
         "paper": PAPER_NOTE,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -293,4 +293,28 @@ def test_shipped_weights_on_an_unseen_photo(blur_type: str, params: dict) -> Non
     result = est.estimate(y)
     assert result.blur_type == blur_type
     key = "length" if blur_type == "motion" else "radius"
-    assert abs(result.params[key] - params[key]) < 0.3 * params[key]
+    assert abs(result.params[key] - params[key]) < 0.1 * params[key]
+    assert result.likelihood is not None  # the shipped configuration has the likelihood stage
+
+
+def test_likelihood_stage_gives_the_verdict_and_parameters() -> None:
+    """With a combiner, the type, confidence and parameters come from the likelihood fit."""
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+    from fastdeblur.estimate.likelihood import Combiner
+
+    est = tiny_estimator()
+    est.combiner = Combiner(w_patch=0.0, w_nll=1.0, conf_a=1.0, conf_b=0.0)
+    img = _textured(160, 192, seed=3)
+    y = convolve(img[None], psf.defocus(3.0), boundary="reflect")[0]
+    result = est.estimate(y)
+    assert result.likelihood is not None and set(result.likelihood) == {
+        "gaussian", "motion", "defocus"
+    }
+    assert result.params == result.likelihood[result.blur_type]["params"]
+    assert 0 <= result.confidence <= 1
+    assert sum(result.probs.values()) == pytest.approx(1, abs=1e-5)
+    assert sum(result.patch_probs.values()) == pytest.approx(1, abs=1e-5)
+    # the paper's configuration has no likelihood stage
+    est.combiner = None
+    assert est.estimate(y).likelihood is None

@@ -1,24 +1,32 @@
-"""Blind blur estimation of a whole image: patch classifier + one GRNN per blur type + blur map.
+"""Blind blur estimation of a whole image: patch classifier + GRNNs + blur map, and an
+image-level marginal-likelihood stage.
 
 ``estimate(image)`` cuts the gray image into 32×32 patches on a grid, skips flat ones
-(:mod:`fastdeblur.estimate.patches`), classifies the rest, regresses each patch's parameters with
-the GRNN of its type and aggregates:
+(:mod:`fastdeblur.estimate.patches`), classifies the rest and regresses each patch's parameters
+with the GRNN of its type (the blur map). The image-level verdict then comes from one of two
+configurations:
 
-- **type** — the arg-max of the mean class probabilities over textured patches;
-- **parameters** — with image-level GRNNs (the default weights): the image-level GRNN of that
-  type applied to the mean spectral profile of the textured patches (averaging over many patches
-  removes most of what the image content puts into a single patch's spectrum); without them, the
-  median of the per-patch estimates of the patches of that type. The motion angle is always the
-  direction of the confidence-weighted mean of the patches' ``(cos 2θ, sin 2θ)`` (so 179° and 1°
-  average to 0°), which beats the image-level GRNN on angles. The map always holds the
-  per-patch estimates of the patch-level GRNNs;
-- **confidence** — the mean probability of the verdict over textured patches, lowered when the
-  estimate lies at the edge of the supported range (the GRNN cannot extrapolate: a value at
-  the edge means "there or beyond"), when the patches disagree on the parameters, or when too
-  few textured patches were found. :attr:`BlurEstimate.warnings` says why.
+- **shipped (default)** — the likelihood stage (:mod:`fastdeblur.estimate.likelihood`, after
+  Levin et al. 2011): every blur family is fitted to the image's Welch power spectrum by maximum
+  marginal likelihood under a power-law image prior; a small fitted logistic model
+  (:class:`~fastdeblur.estimate.likelihood.Combiner`, ``blur_likelihood.json``) turns the
+  families' likelihoods (and, where it helped on training images, the patch classifier's mean
+  probabilities) into the type and a calibrated confidence; the parameters are the likelihood
+  fit's of that type;
+- **paper** (``BlurEstimator.load(likelihood=False)``) — Yan & Shao's aggregate: type = arg-max
+  of the mean class probabilities over textured patches; parameters from the image-level GRNNs on
+  the mean spectral profile of the textured patches (or the median of the per-patch estimates
+  without them); the motion angle is the direction of the confidence-weighted mean of the
+  patches' ``(cos 2θ, sin 2θ)``; confidence = the mean probability of the verdict.
+
+Either way the confidence is lowered when the estimate lies at the edge of the supported range
+(a value at the edge means "there or beyond"), when the patches disagree on the parameters
+(spatially varying blur?), or when too few textured patches were found;
+:attr:`BlurEstimate.warnings` says why.
 
 Large images are not read patch by patch at full density: the grid step grows so that at most
-``max_patches`` patches are classified (a 40-megapixel photo is sampled, not tiled exhaustively).
+``max_patches`` patches are classified (a 40-megapixel photo is sampled, not tiled exhaustively);
+the likelihood stage reads at most 32 tiles of 128×128.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, to_gray
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 CLASSIFIER_FILE = "blur_classifier.safetensors"
 GRNN_MANIFEST = "blur_grnn.json"
+LIKELIHOOD_FILE = "blur_likelihood.json"
 PARAM_NAMES: dict[str, tuple[str, ...]] = {
     "gaussian": ("sigma",),
     "motion": ("length", "angle"),
@@ -100,6 +109,9 @@ class BlurEstimate:
         noise_sigma: The estimated noise standard deviation.
         map: Per-patch results (:class:`BlurMap`).
         warnings: Why the confidence was lowered, if it was.
+        patch_probs: Mean class probabilities of the patch classifier alone.
+        likelihood: The image-level marginal-likelihood fit (``None`` when the estimator has
+            no likelihood stage): ``{type: {"params", "nll"}}`` per family, NLL per tile.
     """
 
     blur_type: str
@@ -109,6 +121,8 @@ class BlurEstimate:
     noise_sigma: float
     map: BlurMap
     warnings: list[str] = field(default_factory=list)
+    patch_probs: dict[str, float] = field(default_factory=dict)
+    likelihood: dict[str, dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the map)."""
@@ -137,6 +151,10 @@ class BlurEstimator:
         grnn_feature: ``profile`` or ``hidden`` (the classifier's 30-d layer).
         image_grnns: ``{type: GRNN}`` fitted on mean spectral profiles of whole windows
             (:func:`fastdeblur.estimate.data.synth_windows`); optional.
+        combiner: The image-level marginal-likelihood stage
+            (:mod:`fastdeblur.estimate.likelihood`): when given, the verdict is its posterior
+            (patch classifier + likelihood) and the parameters are the likelihood fit's; when
+            ``None``, the paper's configuration (patch classifier and GRNNs only).
     """
 
     def __init__(
@@ -145,6 +163,7 @@ class BlurEstimator:
         grnns: dict[str, Any] | None = None,
         grnn_feature: str = "profile",
         image_grnns: dict[str, Any] | None = None,
+        combiner: Any | None = None,
     ) -> None:
         if grnn_feature not in feats.FEATURE_KINDS:
             kinds = ", ".join(feats.FEATURE_KINDS)
@@ -153,6 +172,7 @@ class BlurEstimator:
         self.grnns = dict(grnns or {})
         self.grnn_feature = grnn_feature
         self.image_grnns = dict(image_grnns or {})
+        self.combiner = combiner
 
     # ---- loading --------------------------------------------------------------------------
 
@@ -169,9 +189,17 @@ class BlurEstimator:
         return model.eval()
 
     @classmethod
-    def load(cls, weights_dir: str | Path | None = None, *, with_grnn: bool = True):
+    def load(
+        cls,
+        weights_dir: str | Path | None = None,
+        *,
+        with_grnn: bool = True,
+        likelihood: bool = True,
+    ):
         """Load ``blur_classifier.safetensors`` and, when present, the GRNNs listed in
-        ``blur_grnn.json`` from ``weights_dir`` (default: the weights shipped in the package)."""
+        ``blur_grnn.json`` and the likelihood stage ``blur_likelihood.json`` from ``weights_dir``
+        (default: the weights shipped in the package). ``likelihood=False`` gives the paper's
+        configuration."""
         folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
         classifier_path = folder / CLASSIFIER_FILE
         if not classifier_path.is_file():
@@ -191,7 +219,13 @@ class BlurEstimator:
             image_grnns = {
                 t: _load_grnn(folder / name) for t, name in info.get("image_files", {}).items()
             }
-        return cls(classifier, grnns, feature, image_grnns)
+        combiner = None
+        lik_path = folder / LIKELIHOOD_FILE
+        if likelihood and lik_path.is_file():
+            from fastdeblur.estimate.likelihood import Combiner
+
+            combiner = Combiner.from_dict(json.loads(lik_path.read_text())["combiner"])
+        return cls(classifier, grnns, feature, image_grnns, combiner)
 
     # ---- per-patch computations -----------------------------------------------------------
 
@@ -260,6 +294,7 @@ class BlurEstimator:
         rows = len(torch.unique(corners[:, 0]))
         cols = len(patches) // rows
         noise = estimate_noise(_noise_crop(gray))
+        clean_gray = gray
         if noise < MIN_NOISE:
             g = torch.Generator().manual_seed(0)
             extra = math.sqrt(MIN_NOISE**2 - noise**2)
@@ -286,9 +321,18 @@ class BlurEstimator:
         confidence = torch.zeros(n)
         confidence[sel] = probs_sel.max(1).values
         mean_probs = probs_sel.mean(0)
-        verdict = int(mean_probs.argmax())
+        final_probs = mean_probs
+        lik = None
+        if self.combiner is not None and min(H, W) >= 64:
+            from fastdeblur.estimate.likelihood import fit_likelihood
+
+            lik = fit_likelihood(clean_gray, noise)
+            final_probs = self.combiner.posterior(mean_probs, lik.excess()).float()
+        verdict = int(final_probs.argmax())
         blur_type = BLUR_TYPES[verdict]
-        conf = float(mean_probs[verdict])
+        conf = float(final_probs[verdict])
+        if lik is not None:
+            conf = float(self.combiner.confidence(mean_probs, lik.excess()))
         patch_params = {
             name: torch.full((n,), float("nan")) for names in PARAM_NAMES.values() for name in names
         }
@@ -324,6 +368,8 @@ class BlurEstimator:
                     # the circular mean of the patch angles is the better angle estimate
                     # (held-out MAE 2.98° vs 3.64° at σn = 0.01, 30 images)
                     result_params["angle"] = patch_angle
+            if lik is not None:
+                result_params = dict(lik.fits[blur_type].params)
             conf *= self._param_confidence(blur_type, result_params, patch_params, warnings)
         if warnings and "textured" in warnings[0]:
             conf *= 0.3
@@ -342,10 +388,14 @@ class BlurEstimator:
             blur_type=blur_type,
             params=result_params,
             confidence=float(conf),
-            probs={t: float(p) for t, p in zip(BLUR_TYPES, mean_probs, strict=True)},
+            probs={t: float(p) for t, p in zip(BLUR_TYPES, final_probs, strict=True)},
             noise_sigma=noise,
             map=blur_map,
             warnings=warnings,
+            patch_probs={t: float(p) for t, p in zip(BLUR_TYPES, mean_probs, strict=True)},
+            likelihood=None
+            if lik is None
+            else {t: {"params": f.params, "nll": f.nll} for t, f in lik.fits.items()},
         )
 
     @staticmethod
