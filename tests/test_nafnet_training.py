@@ -215,6 +215,17 @@ def test_resume_with_ema_is_exact(image_dir: Path, tmp_path: Path) -> None:
                      tmp_path / "split", progress=False, resume=True)
 
 
+def test_resume_may_change_the_total_steps(image_dir: Path, tmp_path: Path) -> None:
+    """A run can be lengthened (or shortened) on resume; other settings must match."""
+    cfg = _tiny_config(image_dir, steps=4, epoch_size=4)
+    train_nafnet(cfg, tmp_path / "run", progress=False, max_steps=2)
+    longer = train_nafnet(_tiny_config(image_dir, steps=8, epoch_size=4), tmp_path / "run",
+                          progress=False, resume=True)
+    assert longer["steps"] == 8
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log if "val_psnr" in rec] == [0, 1, 2, 3]
+
+
 def test_load_nafnet_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
         load_nafnet(tmp_path / "missing.safetensors")

@@ -363,7 +363,8 @@ def train_nafnet(
         cfg: The run's settings.
         out_dir: Checkpoint folder: ``last.pt``, ``log.jsonl``, ``config.json``,
             ``best.safetensors`` (best validation PSNR of the EMA weights).
-        resume: Continue from ``out_dir/last.pt`` (the stored ``config.json`` must match).
+        resume: Continue from ``out_dir/last.pt``. The stored ``config.json`` must match,
+            except ``steps``: a new total re-spreads the rest of the cosine decay over it.
         export: Also write the best EMA weights here (``.safetensors``) with a model card.
         command: The command line to write in the model card.
         max_steps: Stop after this many global steps (checkpointed; resume continues).
@@ -380,8 +381,10 @@ def train_nafnet(
     stored = json.loads(json.dumps(asdict(cfg)))
     if resume and config_path.is_file():
         previous = json.loads(config_path.read_text())
-        if previous != stored:
-            diff = sorted(k for k in stored if previous.get(k) != stored[k])
+        diff = sorted(k for k in stored if previous.get(k) != stored[k])
+        # The total may change (lengthen or shorten a run to the time there is): the remaining
+        # steps follow the cosine decay to the new total; pairs and batch order are unchanged.
+        if [k for k in diff if k != "steps"]:
             raise ValueError(f"resume: settings differ from the run in {out} ({', '.join(diff)}); "
                              "use the same options or a new --out folder")
     config_path.write_text(json.dumps(stored, indent=2))
