@@ -11,6 +11,9 @@ Rows (same-process ratios, speed-up of the fused version against the named basel
   eager PyTorch (NCHW and channels-last) and, with ``--compile``, against
   ``torch.compile`` of the reference network in channels-last (compiling takes minutes
   on a small CPU);
+* the shipped deblurring model (``fastdeblur/weights/nafnet_deblur.safetensors``, width 16)
+  on a 1024x768 RGB image through :func:`fastdeblur.models.pretrained.nafnet_deblur`
+  (tiles of 512 with 32 px overlap), fused against the same weights on eager PyTorch;
 * on a GPU: the width-32 NAFNet on 1280x720 in bf16 autocast against eager and
   ``torch.compile`` of the reference.
 """
@@ -108,6 +111,23 @@ def bench_net_cpu(quick: bool, compile_ref: bool) -> list[dict]:
     return rows
 
 
+def bench_shipped_cpu(quick: bool) -> list[dict]:
+    """The shipped weights on a 1024x768 photo-sized image, as ``fastdeblur deblur`` runs them."""
+    from fastdeblur.models.pretrained import WEIGHTS_DIR, load_nafnet, nafnet_deblur
+
+    if not (WEIGHTS_DIR / "nafnet_deblur.safetensors").is_file():
+        return []
+    fused = load_nafnet(fused=True, cache=False)
+    eager = load_nafnet(fused=False, cache=False)
+    h, w = (384, 512) if quick else (768, 1024)
+    x = torch.rand(1, 3, h, w)
+    rep = 3
+    t_fused = measure(lambda: nafnet_deblur(x, model=fused), warmup=1, repeat=rep)
+    t_eager = measure(lambda: nafnet_deblur(x, model=eager), warmup=1, repeat=rep)
+    return [_row("nafnet_deblur_w16", f"1x3x{h}x{w}", "native", "fp32", t_fused, "eager",
+                 t_eager)]
+
+
 def bench_net_cuda(quick: bool, compile_ref: bool) -> list[dict]:
     ref = _randomise(NAFNet(3, 32)).cuda().eval()
     fused = copy.deepcopy(ref).set_fused(True)
@@ -133,10 +153,19 @@ def bench_net_cuda(quick: bool, compile_ref: bool) -> list[dict]:
     return rows
 
 
-def run(quick: bool, compile_ref: bool = False) -> list[dict]:
-    """All rows of this benchmark (see module docstring)."""
-    rows = bench_block_cpu(quick) + bench_net_cpu(quick, compile_ref)
-    if torch.cuda.is_available():
+PARTS = ("block", "net", "shipped", "cuda")
+
+
+def run(quick: bool, compile_ref: bool = False, parts: tuple[str, ...] = PARTS) -> list[dict]:
+    """The rows of this benchmark (see module docstring); ``parts`` picks the groups."""
+    rows = []
+    if "block" in parts:
+        rows += bench_block_cpu(quick)
+    if "net" in parts:
+        rows += bench_net_cpu(quick, compile_ref)
+    if "shipped" in parts:
+        rows += bench_shipped_cpu(quick)
+    if "cuda" in parts and torch.cuda.is_available():
         rows += bench_net_cuda(quick, compile_ref)
     return rows
 
@@ -146,15 +175,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile of the reference (slow to compile)")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS,
+                        help="run only these groups of rows")
     parser.add_argument("--json", help="write the rows and the machine description here")
     args = parser.parse_args()
-    rows = run(args.quick, args.compile)
+    rows = run(args.quick, args.compile, tuple(args.only))
     for r in rows:
         print(f"{r['op']:18s} {r['shape']:16s} {r['backend']:7s} {r['dtype']:5s} "
               f"{r['median_ms']:9.3f} ms  x{r['ratio']:<6} vs {r['baseline']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=2)
+            json.dump({"machine": machine(), "command": " ".join(["python", *sys.argv]),
+                       "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ from fastdeblur.models import LayerNorm2d, NAFBlock, NAFNet, SimpleGate, tiled_a
 from fastdeblur.models.nafnet import _blend_ramp
 from tests._tol import assert_close
 
+REPO = Path(__file__).resolve().parents[1]
 native = pytest.mark.skipif(not _ext.has_kernel("naf_block", "CPU"),
                             reason="fastdeblur._C without the naf_block CPU kernel")
 
@@ -190,6 +196,42 @@ def test_fused_block_compiles_fullgraph() -> None:
     out.sum().backward()
     block.fused = False
     assert_close(out, block(x), scale=10)
+
+
+@pytest.mark.slow
+def test_triton_fused_block_matches_reference_train_and_eval() -> None:
+    """The Triton block (interpreter, CPU) against the unfused one with random beta/gamma."""
+    pytest.importorskip("triton")
+    code = textwrap.dedent("""
+        import copy
+        import torch
+        from fastdeblur.models import NAFBlock
+        from tests.test_nafnet import randomise
+        torch.manual_seed(0)
+        for train in (True, False):
+            ref = randomise(NAFBlock(4)).train(train)
+            assert ref.beta.abs().min() > 0 and ref.gamma.abs().min() > 0
+            fused = copy.deepcopy(ref)
+            fused.fused = True
+            x = torch.randn(2, 4, 5, 7)
+            x_ref, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+            out_ref, out_fused = ref(x_ref), fused(x_fused)
+            torch.testing.assert_close(out_fused, out_ref, rtol=1e-4, atol=1e-4)
+            g = torch.randn_like(x)
+            out_ref.backward(g)
+            out_fused.backward(g)
+            torch.testing.assert_close(x_fused.grad, x_ref.grad, rtol=1e-4, atol=1e-4)
+            for (name, a), b in zip(ref.named_parameters(), fused.parameters(), strict=True):
+                torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-3, msg=name)
+        import sys
+        assert "fastdeblur.triton.naf" in sys.modules  # the Triton kernels ran
+        print("ok")
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TRITON_INTERPRET="1",
+               FASTDEBLUR_BACKEND="triton")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.cuda

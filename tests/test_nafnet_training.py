@@ -19,7 +19,11 @@ from fastdeblur.synth_pairs import BLUR_FAMILIES, DeblurPairDataset
 from fastdeblur.train.export import load_safetensors
 from fastdeblur.train.nafnet import (
     NAFNetTrainConfig,
+    _EpochPairs,
+    build_data,
     charbonnier_loss,
+    load_init_weights,
+    nafnet_config,
     psnr,
     psnr_loss,
     train_nafnet,
@@ -114,6 +118,57 @@ def test_config_validation(image_dir: Path) -> None:
         _tiny_config(image_dir, loss="l2")
 
 
+def test_fresh_pairs_every_epoch(image_dir: Path) -> None:
+    """Each epoch serves new pairs (a repeated fixed set over-fits); same pairs on request."""
+    cfg = _tiny_config(image_dir, steps=6, epoch_size=4)  # 3 epochs of 4 pairs
+    train, _ = build_data(cfg)
+    assert len(train) == 12
+    view = _EpochPairs(train, cfg.epoch_size)
+    assert len(view) == 4
+    first = view[1]["blurred"]
+    view.set_epoch(2)
+    assert torch.equal(view[1]["blurred"], train[9]["blurred"])
+    assert not torch.equal(view[1]["blurred"], first)
+    with pytest.raises(IndexError):
+        view[4]
+    same, _ = build_data(_tiny_config(image_dir, steps=6, epoch_size=4, fresh_pairs=False))
+    assert len(same) == 4
+
+
+def test_data_seed_changes_pairs_not_split(image_dir: Path) -> None:
+    train_a, val_a = build_data(_tiny_config(image_dir))
+    train_b, val_b = build_data(_tiny_config(image_dir, data_seed=11))
+    assert not torch.equal(train_a[0]["blurred"], train_b[0]["blurred"])
+    assert len(train_a.images) == len(train_b.images)
+    for a, b in zip(train_a.images, train_b.images, strict=True):
+        assert torch.equal(a, b)  # same training images
+    for i in range(len(val_a)):  # same validation pairs
+        assert torch.equal(val_a[i]["blurred"], val_b[i]["blurred"])
+
+
+def test_init_from_exported_weights(image_dir: Path, tmp_path: Path) -> None:
+    cfg = _tiny_config(image_dir, steps=2, epoch_size=4)
+    export = tmp_path / "first.safetensors"
+    train_nafnet(cfg, tmp_path / "first", export=export, progress=False)
+    tensors, _ = load_safetensors(export)
+    model = NAFNet(**nafnet_config(cfg))
+    load_init_weights(model, export, nafnet_config(cfg))
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, tensors[name]), name
+    # continuing from the export: a run with a tiny learning rate stays next to it
+    cont = _tiny_config(image_dir, steps=2, epoch_size=4, init=str(export), lr=1e-9,
+                        data_seed=5)
+    train_nafnet(cont, tmp_path / "cont", progress=False)
+    last = torch.load(tmp_path / "cont" / "last.pt", weights_only=False)["model"]
+    for name, t in last.items():
+        torch.testing.assert_close(t, tensors[name], atol=1e-5, rtol=0, msg=name)
+    wider = _tiny_config(image_dir, width=8, init=str(export))
+    with pytest.raises(ValueError, match="init"):
+        train_nafnet(wider, tmp_path / "wider", progress=False)
+    with pytest.raises(ValueError, match="init"):
+        _tiny_config(image_dir, init=str(tmp_path / "missing.safetensors"))
+
+
 # ---- training, export, loading -----------------------------------------------------------
 
 
@@ -158,6 +213,17 @@ def test_resume_with_ema_is_exact(image_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="settings differ"):
         train_nafnet(_tiny_config(image_dir, steps=4, epoch_size=4, lr=2e-3),
                      tmp_path / "split", progress=False, resume=True)
+
+
+def test_resume_may_change_the_total_steps(image_dir: Path, tmp_path: Path) -> None:
+    """A run can be lengthened (or shortened) on resume; other settings must match."""
+    cfg = _tiny_config(image_dir, steps=4, epoch_size=4)
+    train_nafnet(cfg, tmp_path / "run", progress=False, max_steps=2)
+    longer = train_nafnet(_tiny_config(image_dir, steps=8, epoch_size=4), tmp_path / "run",
+                          progress=False, resume=True)
+    assert longer["steps"] == 8
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [rec["epoch"] for rec in log if "val_psnr" in rec] == [0, 1, 2, 3]
 
 
 def test_load_nafnet_errors(tmp_path: Path) -> None:
@@ -233,6 +299,7 @@ def test_cli_train_nafnet_tiny_run(image_dir: Path, tmp_path: Path) -> None:
     (["--enc-blocks", "a,b"], "--enc-blocks"),
     (["--steps", "2", "--epochs", "1"], "--steps"),
     (["--patch-size", "18"], "multiple"),
+    (["--init", "missing.safetensors"], "--init"),
 ])
 def test_cli_errors(image_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     args = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),

@@ -54,6 +54,18 @@ def nafnet(
     val_fraction: float = typer.Option(0.15, "--val-fraction",
                                        help="Images held out for validation."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, data, order and weights."),
+    data_seed: int = typer.Option(None, "--data-seed",
+                                  help="Seed of the training pairs (default: --seed); the split "
+                                  "stays that of --seed."),
+    init: Path = typer.Option(None, "--init",
+                              help="Start from these weights (.safetensors of an earlier export, "
+                              "same architecture), e.g. fastdeblur/weights/nafnet_deblur."
+                              "safetensors."),
+    fresh_pairs: bool = typer.Option(True, "--fresh-pairs/--same-pairs",
+                                     help="New training pairs every epoch, or the same "
+                                     "--epoch-size pairs every epoch."),
+    fused: bool = typer.Option(True, "--fused/--no-fused",
+                               help="Train on the fused NAF block kernels."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/last.pt."),
     max_steps: int = typer.Option(None, "--max-steps", min=1,
                                   help="Stop (checkpointed) after this many steps."),
@@ -73,6 +85,8 @@ def nafnet(
         raise CLIError("give --steps or --epochs, not both")
     if export is not None and export.suffix != ".safetensors":
         raise CLIError(f"--export must end in .safetensors; got {export}")
+    if init is not None and not init.is_file():
+        raise CLIError(f"--init: weights file not found: {init}")
     if threads is not None:
         torch.set_num_threads(threads)
     sources: list[str | None] = [str(p) for p in images] if images else [None]
@@ -90,6 +104,8 @@ def nafnet(
         middle_blocks=middle_blocks, dec_blocks=dec, patch_size=patch_size,
         batch_size=batch_size, steps=total, epoch_size=epoch_size, lr=lr, loss=loss,
         ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
+        data_seed=data_seed, init=str(init) if init is not None else None,
+        fresh_pairs=fresh_pairs, fused=fused,
     )
     # The options as typed, after "train nafnet" (or after the module name when run standalone).
     argv = sys.argv[1:]

@@ -2,11 +2,18 @@
 
 :func:`train_nafnet` builds the data (:class:`fastdeblur.synth_pairs.DeblurPairDataset` on a
 by-image train split of the sharp photos, a fixed set of validation pairs on the held-out
-images), the model, AdamW with a linear warm-up and a cosine decay, and an exponential moving
-average (EMA) of the weights; it trains with :class:`EMATrainer` (checkpoints every
-``checkpoint_every`` steps and at each epoch end, exact resume including the EMA) and measures the
+images), the model (optionally initialised from exported weights, ``init``), AdamW with a linear
+warm-up and a cosine decay, and an exponential moving average (EMA) of the weights; it trains
+with :class:`EMATrainer` (checkpoints every ``checkpoint_every`` steps and at each epoch end,
+exact resume including the EMA) and measures the
 validation PSNR of the EMA weights after every epoch. The best EMA weights so far are kept in
 ``out_dir/best.safetensors``; ``export`` writes the final choice with its model card.
+
+Every epoch draws new training pairs (``fresh_pairs``): item ``i`` of epoch ``e`` is item
+``e · epoch_size + i`` of one long deterministic dataset. Re-using one fixed set of
+``epoch_size`` pairs every epoch over-fits a small network within a few epochs (the validation
+PSNR peaks and then declines), and generating the pairs of a step costs about 5 % of the step
+(batch 4, 96 px, one thread).
 
 The exported safetensors carries the architecture in its metadata (``nafnet_config``), so
 :func:`fastdeblur.models.pretrained.load_nafnet` rebuilds the network from the file alone.
@@ -118,6 +125,12 @@ class EMATrainer(Trainer):
         self.ema = ema
         self.ema.module.to(self.device)
 
+    def _batches(self, epoch: int, skip: int) -> Any:
+        set_epoch = getattr(self.train_data, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+        return super()._batches(epoch, skip)
+
     def _train_step(self, batch: Any) -> tuple[float, dict[str, float]]:
         out = super()._train_step(batch)
         self.ema.update(self.model)
@@ -161,9 +174,17 @@ class NAFNetTrainConfig:
         grad_clip: Gradient-norm clip.
         val_pairs: Validation pairs (fixed, from the held-out images).
         noise_sigma: Noise range of the synthetic pairs.
-        seed: Seed of the split, the data, the batch order and the initial weights.
+        seed: Seed of the split, the validation pairs, the batch order and the initial weights.
         cache: Keep generated training pairs in memory (the dataset is deterministic, so this
-            changes nothing but speed).
+            changes nothing but speed); only used without ``fresh_pairs``.
+        fresh_pairs: Draw new training pairs every epoch (default) instead of repeating the
+            same ``epoch_size`` pairs.
+        data_seed: Seed of the training pairs (default: ``seed``). Give a new one when
+            continuing from weights trained with ``seed`` so the pairs are new too, while the
+            split (and so the validation images) stays that of ``seed``.
+        init: Start from these exported weights (``.safetensors`` of ``fastdeblur train
+            nafnet``; same architecture) instead of a random initialisation.
+        fused: Train with the fused NAF block kernels (same weights, faster on CPU).
     """
 
     images: list[str | None] = field(default_factory=lambda: [None])
@@ -186,6 +207,10 @@ class NAFNetTrainConfig:
     noise_sigma: tuple[float, float] = (0.0, 0.02)
     seed: int = 0
     cache: bool = True
+    fresh_pairs: bool = True
+    data_seed: int | None = None
+    init: str | None = None
+    fused: bool = True
 
     def __post_init__(self) -> None:
         if self.dec_blocks is None:
@@ -201,12 +226,16 @@ class NAFNetTrainConfig:
             "enc_blocks": len(self.enc_blocks) >= 1 and min(self.enc_blocks) >= 0,
             "dec_blocks": len(self.dec_blocks) == len(self.enc_blocks),
             "middle_blocks": self.middle_blocks >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "ema_decay": 0 <= self.ema_decay < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid training setting(s): {', '.join(bad)} ({self})")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if self.init is not None and not Path(self.init).is_file():
+            raise ValueError(f"init: weights file not found: {self.init}")
         if self.patch_size % (2 ** len(self.enc_blocks)):
             raise ValueError(f"patch_size must be a multiple of {2 ** len(self.enc_blocks)} "
                              f"(2 ** encoder levels); got {self.patch_size}")
@@ -218,6 +247,11 @@ class NAFNetTrainConfig:
     @property
     def epochs(self) -> int:
         return math.ceil(self.steps / self.steps_per_epoch)
+
+    @property
+    def pair_seed(self) -> int:
+        """Seed of the training pairs."""
+        return self.seed if self.data_seed is None else self.data_seed
 
 
 def nafnet_config(cfg: NAFNetTrainConfig) -> dict[str, Any]:
@@ -247,6 +281,32 @@ class _CachedPairs(torch.utils.data.Dataset):
         return self.items[index]
 
 
+class _EpochPairs(torch.utils.data.Dataset):
+    """Epoch ``e``'s view of a long deterministic dataset: item ``i`` is ``data[e · n + i]``.
+
+    Args:
+        data: A dataset of at least ``epochs · n`` items.
+        n: Items per epoch.
+    """
+
+    def __init__(self, data: torch.utils.data.Dataset, n: int) -> None:
+        self.data = data
+        self.n = n
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Serve the items of ``epoch`` from now on."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < self.n:
+            raise IndexError(index)
+        return self.data[self.epoch * self.n + index]
+
+
 def _pairs_tensor(data: DeblurPairDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     items = [data[i] for i in range(len(data))]
     return (
@@ -257,7 +317,11 @@ def _pairs_tensor(data: DeblurPairDataset) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDataset]:
-    """Train dataset and validation dataset (disjoint images) of a configuration."""
+    """Train dataset and validation dataset (disjoint images) of a configuration.
+
+    The train dataset holds every pair of the run (``epochs · epoch_size`` with
+    ``fresh_pairs``, else ``epoch_size``); the validation pairs depend on ``seed`` only.
+    """
     images = load_rgb_images(cfg.images)
     if len(images) < 2:
         raise ValueError(f"images: need at least 2 images for a train/validation split; got "
@@ -266,7 +330,8 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDat
     if not val_images:
         raise ValueError("val_fraction leaves no validation image")
     common = {"patch_size": cfg.patch_size, "noise_sigma": tuple(cfg.noise_sigma)}
-    train = DeblurPairDataset(train_images, length=cfg.epoch_size, seed=cfg.seed, **common)
+    length = cfg.epoch_size * (cfg.epochs if cfg.fresh_pairs else 1)
+    train = DeblurPairDataset(train_images, length=length, seed=cfg.pair_seed, **common)
     val = DeblurPairDataset(val_images, length=cfg.val_pairs, seed=cfg.seed + 7_777,
                             augment=False, **common)
     return train, val
@@ -299,7 +364,8 @@ def train_nafnet(
         cfg: The run's settings.
         out_dir: Checkpoint folder: ``last.pt``, ``log.jsonl``, ``config.json``,
             ``best.safetensors`` (best validation PSNR of the EMA weights).
-        resume: Continue from ``out_dir/last.pt`` (the stored ``config.json`` must match).
+        resume: Continue from ``out_dir/last.pt``. The stored ``config.json`` must match,
+            except ``steps``: a new total re-spreads the rest of the cosine decay over it.
         export: Also write the best EMA weights here (``.safetensors``) with a model card.
         command: The command line to write in the model card.
         max_steps: Stop after this many global steps (checkpointed; resume continues).
@@ -316,14 +382,18 @@ def train_nafnet(
     stored = json.loads(json.dumps(asdict(cfg)))
     if resume and config_path.is_file():
         previous = json.loads(config_path.read_text())
-        if previous != stored:
-            diff = sorted(k for k in stored if previous.get(k) != stored[k])
+        diff = sorted(k for k in stored if previous.get(k) != stored[k])
+        # The total may change (lengthen or shorten a run to the time there is): the remaining
+        # steps follow the cosine decay to the new total; pairs and batch order are unchanged.
+        if [k for k in diff if k != "steps"]:
             raise ValueError(f"resume: settings differ from the run in {out} ({', '.join(diff)}); "
                              "use the same options or a new --out folder")
     config_path.write_text(json.dumps(stored, indent=2))
 
     torch.manual_seed(cfg.seed)
-    model = NAFNet(**nafnet_config(cfg))
+    model = NAFNet(**nafnet_config(cfg), fused=cfg.fused)
+    if cfg.init is not None:
+        load_init_weights(model, cfg.init, nafnet_config(cfg))
     ema = ModelEMA(model, cfg.ema_decay)
     train_data, val_data = build_data(cfg)
     val_blurred, val_sharp, val_family = _pairs_tensor(val_data)
@@ -373,11 +443,15 @@ def train_nafnet(
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    if cfg.fresh_pairs:
+        train_view: torch.utils.data.Dataset = _EpochPairs(train_data, cfg.epoch_size)
+    else:
+        train_view = _CachedPairs(train_data) if cfg.cache else train_data
     trainer = EMATrainer(
         model,
         optimizer,
         loss_fn,
-        _CachedPairs(train_data) if cfg.cache else train_data,
+        train_view,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         scheduler=scheduler,
@@ -413,6 +487,29 @@ def train_nafnet(
     return result
 
 
+def load_init_weights(model: nn.Module, path: str | Path, config: dict[str, Any]) -> None:
+    """Load exported NAFNet weights into ``model`` (the architectures must be the same).
+
+    Args:
+        model: The freshly built network.
+        path: A ``.safetensors`` export of ``fastdeblur train nafnet``.
+        config: ``model``'s ``NAFNet(**config)`` arguments, compared with the file's.
+
+    Raises:
+        ValueError: not a NAFNet export, or another architecture.
+    """
+    from fastdeblur.train.export import load_safetensors
+
+    tensors, meta = load_safetensors(path)
+    stored = meta.get("nafnet_config")
+    if not isinstance(stored, dict):
+        raise ValueError(f"init: {path} has no 'nafnet_config' metadata; not a NAFNet export")
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(config)):
+        raise ValueError(f"init: {path} is a NAFNet {stored}; the run builds {config} (use the "
+                         "same --width and block counts)")
+    model.load_state_dict(tensors)
+
+
 def export_nafnet(
     out_dir: str | Path,
     path: str | Path,
@@ -421,6 +518,7 @@ def export_nafnet(
     metrics: dict[str, Any] | None = None,
     description: str | None = None,
     images: Sequence[str | None] | None = None,
+    init: str | None = None,
 ) -> Path:
     """Copy a run's best EMA weights to ``path`` (safetensors) and write its model card.
 
@@ -432,6 +530,8 @@ def export_nafnet(
         description: First paragraph of the card.
         images: The training image sources to record instead of the run's (e.g. a path
             relative to the repository instead of a machine's absolute path).
+        init: What to record as the starting weights instead of the run's ``init`` path (e.g.
+            which release it was, when the export replaces that file).
 
     Returns:
         The weights path.
@@ -443,6 +543,8 @@ def export_nafnet(
     meta.pop("format", None)
     if images is not None:
         meta.setdefault("train_config", {})["images"] = list(images)
+    if init is not None:
+        meta.setdefault("train_config", {})["init"] = init
     path = export_safetensors(tensors, path, metadata={"format": "fastdeblur.nafnet", **meta})
     cfg = meta.get("train_config", {})
     images = ", ".join("skimage.data photos" if s is None else str(s)
@@ -453,8 +555,11 @@ def export_nafnet(
         f"{cfg.get('patch_size')} px RGB crops, blur families gaussian / motion / defocus "
         "(fastdeblur.synth.DEFAULT_RANGES), camera shake (9-31 px kernels) and spatially varying "
         "fields (rotation, zoom, defocus gradient, motion field; 5-25 px), noise sigma "
-        f"{cfg.get('noise_sigma')}. The Levin et al. images and kernels are not used in "
-        "training (they are the evaluation set)."
+        f"{cfg.get('noise_sigma')}. "
+        + ("New training pairs every epoch. " if cfg.get("fresh_pairs") else
+           f"The same {cfg.get('epoch_size')} training pairs every epoch. ")
+        + f"Validation: {cfg.get('val_pairs')} fixed pairs of the held-out images. The Levin "
+        "et al. images and kernels are not used in training (they are the evaluation set)."
     )
     card_metrics: dict[str, Any] = {
         "validation PSNR (synthetic, dB)": meta.get("val_psnr"),

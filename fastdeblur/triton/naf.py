@@ -35,11 +35,33 @@ def _dot(a, b, DOT_BF16: tl.constexpr):
 
 
 @triton.jit
+def _load_vec(ptr, cols, cmask):
+    """fp32 vector ``ptr[cols]``, zero outside ``cmask``."""
+    return tl.load(ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _load_mat(ptr, row_stride, rows, cols, C, BLOCK_C: tl.constexpr):
     """[BLOCK_C, BLOCK_C] tile of a weight matrix, zero outside C x C."""
     m = (rows[:, None] < C) & (cols[None, :] < C)
     return tl.load(ptr + rows[:, None] * row_stride + cols[None, :], mask=m, other=0.0).to(
         tl.float32)
+
+
+@triton.jit
+def _conv1x1(a, w_ptr, b_ptr, cols, cmask, C, BLOCK_C: tl.constexpr, DOT_BF16: tl.constexpr):
+    """``a W^T + b`` for a (C, C) 1x1-convolution weight at ``w_ptr``: a [BP, BC] -> [BP, BC]."""
+    out = _dot(a, tl.trans(_load_mat(w_ptr, C, cols, cols, C, BLOCK_C)), DOT_BF16)
+    return out + _load_vec(b_ptr, cols, cmask)[None, :]
+
+
+@triton.jit
+def _conv1x1_halves(a, w_ptr, b_ptr, cols, cmask, C, BLOCK_C: tl.constexpr,
+                    DOT_BF16: tl.constexpr):
+    """A (2C, C) 1x1 convolution (conv1, conv4) as its two C-wide output halves."""
+    oa = _conv1x1(a, w_ptr, b_ptr, cols, cmask, C, BLOCK_C, DOT_BF16)
+    ob = _conv1x1(a, w_ptr + C * C, b_ptr + C, cols, cmask, C, BLOCK_C, DOT_BF16)
+    return oa, ob
 
 
 @triton.jit
@@ -54,6 +76,45 @@ def _layer_norm(x, w, b, cmask, C, eps):
 
 
 @triton.jit
+def _layer_norm_bwd(dxn, xhat, rstd, w, C):
+    """Gradient of a row-wise LayerNorm's input from that of its output ``dxn``."""
+    dxhat = dxn * w[None, :]
+    mean1 = tl.sum(dxhat, axis=1) / C
+    mean2 = tl.sum(dxhat * xhat, axis=1) / C
+    return rstd[:, None] * (dxhat - mean1[:, None] - xhat * mean2[:, None])
+
+
+@triton.jit
+def _neighbour(offs_h, offs_w, pmask, H, W, dh: tl.constexpr, dw: tl.constexpr):
+    """Flat pixel index (within the image) of the neighbour ``(h + dh, w + dw)`` and
+    whether it lies inside the image (zero padding outside)."""
+    hh = offs_h + dh
+    ww = offs_w + dw
+    ok = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+    return hh * W + ww, ok
+
+
+@triton.jit
+def _tap_halves(z_ptr, img_base, h, w, pmask, cols, cmask, H, W, C, k: tl.constexpr):
+    """Both C-wide halves of z (rows of 2C) at the 3x3 tap ``k`` of each pixel: (za, zb)."""
+    nb, ok = _neighbour(h, w, pmask, H, W, k // 3 - 1, k % 3 - 1)
+    m = ok[:, None] & cmask[None, :]
+    src = z_ptr + (img_base + nb)[:, None] * (2 * C) + cols[None, :]
+    za = tl.load(src, mask=m, other=0.0).to(tl.float32)
+    zb = tl.load(src + C, mask=m, other=0.0).to(tl.float32)
+    return za, zb
+
+
+@triton.jit
+def _pixel_block(pid, it, ITERS, BLOCK_P: tl.constexpr, P, cmask):
+    """Block ``it`` of the ITERS consecutive pixel blocks of program ``pid`` (over P pixels):
+    (offsets, pixel mask, 2-D mask)."""
+    offs = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = offs < P
+    return offs, pmask, pmask[:, None] & cmask[None, :]
+
+
+@triton.jit
 def _ln_conv1(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, b1_ptr, z_ptr, P, C, eps,
               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, DOT_BF16: tl.constexpr):
     pid = tl.program_id(0)
@@ -63,16 +124,9 @@ def _ln_conv1(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, b1_ptr, z_ptr, P, C, eps,
     cmask = cols < C
     m2 = pmask[:, None] & cmask[None, :]
     x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0).to(tl.float32)
-    w = tl.load(n1w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    b = tl.load(n1b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    xn, _, _ = _layer_norm(x, w, b, cmask, C, eps)
-    # conv1 weight (2C, C): z[:, j] = sum_c xn[:, c] * W1[j, c], in two C-wide halves
-    w1a_t = tl.trans(_load_mat(w1_ptr, C, cols, cols, C, BLOCK_C))
-    w1b_t = tl.trans(_load_mat(w1_ptr + C * C, C, cols, cols, C, BLOCK_C))
-    b1a = tl.load(b1_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    b1b = tl.load(b1_ptr + C + cols, mask=cmask, other=0.0).to(tl.float32)
-    za = _dot(xn, w1a_t, DOT_BF16) + b1a[None, :]
-    zb = _dot(xn, w1b_t, DOT_BF16) + b1b[None, :]
+    xn, _, _ = _layer_norm(x, _load_vec(n1w_ptr, cols, cmask), _load_vec(n1b_ptr, cols, cmask),
+                           cmask, C, eps)
+    za, zb = _conv1x1_halves(xn, w1_ptr, b1_ptr, cols, cmask, C, BLOCK_C, DOT_BF16)
     zp = z_ptr + rows[:, None] * (2 * C) + cols[None, :]
     tl.store(zp, za.to(z_ptr.dtype.element_ty), mask=m2)
     tl.store(zp + C, zb.to(z_ptr.dtype.element_ty), mask=m2)
@@ -82,23 +136,13 @@ def _ln_conv1(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, b1_ptr, z_ptr, P, C, eps,
 def _dwconv_halves(z_ptr, w2_ptr, b2_ptr, img_base, h, w, pmask, cols, cmask, H, W, C,
                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """u = depthwise3x3(z) + b2 for both channel halves (ua, ub), fp32 [BP, BC]."""
-    ua = tl.zeros((BLOCK_P, BLOCK_C), tl.float32) + tl.load(
-        b2_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    ub = tl.zeros((BLOCK_P, BLOCK_C), tl.float32) + tl.load(
-        b2_ptr + C + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    ua = tl.zeros((BLOCK_P, BLOCK_C), tl.float32) + _load_vec(b2_ptr, cols, cmask)[None, :]
+    ub = tl.zeros((BLOCK_P, BLOCK_C), tl.float32) + _load_vec(b2_ptr + C, cols, cmask)[None, :]
     for k in tl.static_range(9):
-        hh = h + (k // 3 - 1)
-        ww = w + (k % 3 - 1)
-        ok = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        m = ok[:, None] & cmask[None, :]
-        src = z_ptr + (img_base + hh * W + ww)[:, None] * (2 * C) + cols[None, :]
-        za = tl.load(src, mask=m, other=0.0).to(tl.float32)
-        zb = tl.load(src + C, mask=m, other=0.0).to(tl.float32)
+        za, zb = _tap_halves(z_ptr, img_base, h, w, pmask, cols, cmask, H, W, C, k)
         # conv2 weight (2C, 1, 3, 3): tap k of channel c at c * 9 + k
-        wa = tl.load(w2_ptr + cols * 9 + k, mask=cmask, other=0.0).to(tl.float32)
-        wb = tl.load(w2_ptr + (C + cols) * 9 + k, mask=cmask, other=0.0).to(tl.float32)
-        ua += za * wa[None, :]
-        ub += zb * wb[None, :]
+        ua += za * _load_vec(w2_ptr + k, cols * 9, cmask)[None, :]
+        ub += zb * _load_vec(w2_ptr + C * 9 + k, cols * 9, cmask)[None, :]
     return ua, ub
 
 
@@ -112,11 +156,9 @@ def _dwconv_gate(z_ptr, w2_ptr, b2_ptr, g_ptr, pool_ptr, H, W, C,
     cols = tl.arange(0, BLOCK_C)
     pmask = offs < HW
     cmask = cols < C
-    h = offs // W
-    w = offs % W
     img_base = n * HW
-    ua, ub = _dwconv_halves(z_ptr, w2_ptr, b2_ptr, img_base, h, w, pmask, cols, cmask, H, W, C,
-                            BLOCK_P, BLOCK_C)
+    ua, ub = _dwconv_halves(z_ptr, w2_ptr, b2_ptr, img_base, offs // W, offs % W, pmask, cols,
+                            cmask, H, W, C, BLOCK_P, BLOCK_C)
     m2 = pmask[:, None] & cmask[None, :]
     g = tl.where(m2, ua * ub, 0.0)
     tl.store(g_ptr + (img_base + offs)[:, None] * C + cols[None, :],
@@ -129,20 +171,13 @@ def _tail_forward(g, x, s, cols, cmask, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, n2b_p
                   b4_ptr, w5_ptr, b5_ptr, C, eps, BLOCK_C: tl.constexpr, DOT_BF16: tl.constexpr):
     """Everything after the pool for one tile; returns the intermediates for backward."""
     gs = g * s[None, :]
-    t = _dot(gs, tl.trans(_load_mat(w3_ptr, C, cols, cols, C, BLOCK_C)), DOT_BF16)
-    t += tl.load(b3_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    y = x + beta[None, :] * t
-    n2w = tl.load(n2w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    n2b = tl.load(n2b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    yn, yhat, rstd = _layer_norm(y, n2w, n2b, cmask, C, eps)
-    va = _dot(yn, tl.trans(_load_mat(w4_ptr, C, cols, cols, C, BLOCK_C)), DOT_BF16)
-    vb = _dot(yn, tl.trans(_load_mat(w4_ptr + C * C, C, cols, cols, C, BLOCK_C)), DOT_BF16)
-    va += tl.load(b4_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-    vb += tl.load(b4_ptr + C + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    t = _conv1x1(gs, w3_ptr, b3_ptr, cols, cmask, C, BLOCK_C, DOT_BF16)
+    y = x + _load_vec(beta_ptr, cols, cmask)[None, :] * t
+    yn, yhat, rstd = _layer_norm(y, _load_vec(n2w_ptr, cols, cmask),
+                                 _load_vec(n2b_ptr, cols, cmask), cmask, C, eps)
+    va, vb = _conv1x1_halves(yn, w4_ptr, b4_ptr, cols, cmask, C, BLOCK_C, DOT_BF16)
     hg = va * vb
-    f = _dot(hg, tl.trans(_load_mat(w5_ptr, C, cols, cols, C, BLOCK_C)), DOT_BF16)
-    f += tl.load(b5_ptr + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    f = _conv1x1(hg, w5_ptr, b5_ptr, cols, cmask, C, BLOCK_C, DOT_BF16)
     return gs, t, y, yn, yhat, rstd, va, vb, hg, f
 
 
@@ -160,12 +195,11 @@ def _tail(g_ptr, x_ptr, s_ptr, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, n2b_ptr, w4_pt
     idx = (n * HW + offs)[:, None] * C + cols[None, :]
     g = tl.load(g_ptr + idx, mask=m2, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + idx, mask=m2, other=0.0).to(tl.float32)
-    s = tl.load(s_ptr + n * C + cols, mask=cmask, other=0.0).to(tl.float32)
+    s = _load_vec(s_ptr + n * C, cols, cmask)
     _, _, y, _, _, _, _, _, _, f = _tail_forward(
         g, x, s, cols, cmask, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, n2b_ptr, w4_ptr, b4_ptr,
         w5_ptr, b5_ptr, C, eps, BLOCK_C, DOT_BF16)
-    gamma = tl.load(gamma_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    out = y + gamma[None, :] * f
+    out = y + _load_vec(gamma_ptr, cols, cmask)[None, :] * f
     tl.store(out_ptr + idx, out.to(out_ptr.dtype.element_ty), mask=m2)
 
 
@@ -187,10 +221,10 @@ def _tail_bwd(g_ptr, x_ptr, s_ptr, dout_ptr, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, 
     n = tl.program_id(1)
     cols = tl.arange(0, BLOCK_C)
     cmask = cols < C
-    s = tl.load(s_ptr + n * C + cols, mask=cmask, other=0.0).to(tl.float32)
-    gamma = tl.load(gamma_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    beta = tl.load(beta_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    n2w = tl.load(n2w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    s = _load_vec(s_ptr + n * C, cols, cmask)
+    gamma = _load_vec(gamma_ptr, cols, cmask)
+    beta = _load_vec(beta_ptr, cols, cmask)
+    n2w = _load_vec(n2w_ptr, cols, cmask)
     # (the weights are re-read from cache every block: holding them and the four
     # gradient accumulators in registers would spill)
     acc_w5 = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
@@ -207,9 +241,7 @@ def _tail_bwd(g_ptr, x_ptr, s_ptr, dout_ptr, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, 
     acc_b3 = tl.zeros((BLOCK_C,), tl.float32)
     acc_ds = tl.zeros((BLOCK_C,), tl.float32)
     for it in range(ITERS):
-        offs = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
-        pmask = offs < HW
-        m2 = pmask[:, None] & cmask[None, :]
+        offs, pmask, m2 = _pixel_block(pid, it, ITERS, BLOCK_P, HW, cmask)
         idx = (n * HW + offs)[:, None] * C + cols[None, :]
         g = tl.load(g_ptr + idx, mask=m2, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + idx, mask=m2, other=0.0).to(tl.float32)
@@ -240,10 +272,7 @@ def _tail_bwd(g_ptr, x_ptr, s_ptr, dout_ptr, w3_ptr, b3_ptr, beta_ptr, n2w_ptr, 
         # yn = LN2(y)
         acc_n2w += tl.sum(dyn * yhat, axis=0)
         acc_n2b += tl.sum(dyn, axis=0)
-        dyhat = dyn * n2w[None, :]
-        mean1 = tl.sum(dyhat, axis=1) / C
-        mean2 = tl.sum(dyhat * yhat, axis=1) / C
-        dy = dout + rstd[:, None] * (dyhat - mean1[:, None] - yhat * mean2[:, None])
+        dy = dout + _layer_norm_bwd(dyn, yhat, rstd, n2w, C)
         dy = tl.where(m2, dy, 0.0)
         # y = x + beta * t
         acc_beta += tl.sum(dy * t, axis=0)
@@ -290,11 +319,9 @@ def _dwconv_gate_bwd(z_ptr, w2_ptr, b2_ptr, dgs_ptr, s_ptr, dpool_ptr, du_ptr, g
     acc_ba = tl.zeros((BLOCK_C,), tl.float32)
     acc_bb = tl.zeros((BLOCK_C,), tl.float32)
     for it in range(ITERS):
-        offs = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
-        pmask = offs < HW
+        offs, pmask, m2 = _pixel_block(pid, it, ITERS, BLOCK_P, HW, cmask)
         h = offs // W
         w = offs % W
-        m2 = pmask[:, None] & cmask[None, :]
         ua, ub = _dwconv_halves(z_ptr, w2_ptr, b2_ptr, img_base, h, w, pmask, cols, cmask, H, W,
                                 C, BLOCK_P, BLOCK_C)
         idx = (img_base + offs)[:, None] * C + cols[None, :]
@@ -308,13 +335,7 @@ def _dwconv_gate_bwd(z_ptr, w2_ptr, b2_ptr, dgs_ptr, s_ptr, dpool_ptr, du_ptr, g
         acc_ba += tl.sum(dua, axis=0)
         acc_bb += tl.sum(dub, axis=0)
         for k in tl.static_range(9):
-            hh = h + (k // 3 - 1)
-            ww = w + (k % 3 - 1)
-            ok = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-            m = ok[:, None] & cmask[None, :]
-            src = z_ptr + (img_base + hh * W + ww)[:, None] * (2 * C) + cols[None, :]
-            za = tl.load(src, mask=m, other=0.0).to(tl.float32)
-            zb = tl.load(src + C, mask=m, other=0.0).to(tl.float32)
+            za, zb = _tap_halves(z_ptr, img_base, h, w, pmask, cols, cmask, H, W, C, k)
             acc_wa = tl.where(taps[:, None] == k, acc_wa + tl.sum(dua * za, axis=0)[None, :],
                               acc_wa)
             acc_wb = tl.where(taps[:, None] == k, acc_wb + tl.sum(dub * zb, axis=0)[None, :],
@@ -344,14 +365,10 @@ def _dwconv_transpose(du_ptr, w2_ptr, dz_ptr, H, W, C2,
     img_base = n * HW
     acc = tl.zeros((BLOCK_P, BLOCK_C), tl.float32)
     for k in tl.static_range(9):
-        hh = h - (k // 3 - 1)
-        ww = w - (k % 3 - 1)
-        ok = pmask & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+        nb, ok = _neighbour(h, w, pmask, H, W, 1 - k // 3, 1 - k % 3)
         m = ok[:, None] & cmask[None, :]
-        d = tl.load(du_ptr + (img_base + hh * W + ww)[:, None] * C2 + cols[None, :], mask=m,
-                    other=0.0)
-        wk = tl.load(w2_ptr + cols * 9 + k, mask=cmask, other=0.0).to(tl.float32)
-        acc += d * wk[None, :]
+        d = tl.load(du_ptr + (img_base + nb)[:, None] * C2 + cols[None, :], mask=m, other=0.0)
+        acc += d * _load_vec(w2_ptr + k, cols * 9, cmask)[None, :]
     m2 = pmask[:, None] & cmask[None, :]
     tl.store(dz_ptr + (img_base + offs)[:, None] * C2 + cols[None, :], acc, mask=m2)
 
@@ -364,8 +381,8 @@ def _ln_conv1_bwd(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, dz_ptr, dy_ptr, dx_ptr, gn1w_
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_C)
     cmask = cols < C
-    w = tl.load(n1w_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-    b = tl.load(n1b_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    w = _load_vec(n1w_ptr, cols, cmask)
+    b = _load_vec(n1b_ptr, cols, cmask)
     w1a = _load_mat(w1_ptr, C, cols, cols, C, BLOCK_C)
     w1b = _load_mat(w1_ptr + C * C, C, cols, cols, C, BLOCK_C)
     acc_w1a = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
@@ -375,9 +392,7 @@ def _ln_conv1_bwd(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, dz_ptr, dy_ptr, dx_ptr, gn1w_
     acc_n1w = tl.zeros((BLOCK_C,), tl.float32)
     acc_n1b = tl.zeros((BLOCK_C,), tl.float32)
     for it in range(ITERS):
-        rows = (pid * ITERS + it) * BLOCK_P + tl.arange(0, BLOCK_P)
-        pmask = rows < P
-        m2 = pmask[:, None] & cmask[None, :]
+        rows, pmask, m2 = _pixel_block(pid, it, ITERS, BLOCK_P, P, cmask)
         x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0).to(
             tl.float32)
         xn, xhat, rstd = _layer_norm(x, w, b, cmask, C, eps)
@@ -392,11 +407,8 @@ def _ln_conv1_bwd(x_ptr, n1w_ptr, n1b_ptr, w1_ptr, dz_ptr, dy_ptr, dx_ptr, gn1w_
         dxn = _dot(dza, w1a, DOT_BF16) + _dot(dzb, w1b, DOT_BF16)
         acc_n1w += tl.sum(dxn * xhat, axis=0)
         acc_n1b += tl.sum(dxn, axis=0)
-        dxhat = dxn * w[None, :]
-        mean1 = tl.sum(dxhat, axis=1) / C
-        mean2 = tl.sum(dxhat * xhat, axis=1) / C
         dy = tl.load(dy_ptr + rows[:, None] * C + cols[None, :], mask=m2, other=0.0)
-        dx = dy + rstd[:, None] * (dxhat - mean1[:, None] - xhat * mean2[:, None])
+        dx = dy + _layer_norm_bwd(dxn, xhat, rstd, w, C)
         tl.store(dx_ptr + rows[:, None] * C + cols[None, :], dx.to(dx_ptr.dtype.element_ty),
                  mask=m2)
     _atomic_mat(gw1_ptr, cols, cols, C, acc_w1a)
