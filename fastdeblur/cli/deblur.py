@@ -151,4 +151,5 @@ def register(app: typer.Typer) -> None:
                 if save_map is not None:
                     _save_map(_per_image_path(save_map, image, several), result.estimate, force)
                 bar.advance(task)
-                console.print(f"wrote {out} ({result.method})")
+                reason = result.details.get("reason", result.method)
+                console.print(f"wrote {out} ({reason})", soft_wrap=True, markup=False)
