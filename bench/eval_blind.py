@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import sys
@@ -51,8 +52,9 @@ SHARED = Path(os.environ.get("FASTDEBLUR_SHARED_DATA", ROOT.parent / "shared" / 
 NOISE_SIGMA = 0.01
 MAIN_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
 CROP = 256  # central crops of the photos: keeps a full run to minutes on 2 CPU cores
-CONFIDENCES = [0.0, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 1.01]
-RESIDUALS = [0.9, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3, 1.5, 2.0, 99.0]  # 99: never
+CONFIDENCES = [0.0, 0.4, 0.5, 1.01]
+RESIDUALS = [1.0, 1.1, 1.2, 1.3, 1.5, 99.0]  # 99: never
+OVERSHOOTS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 1.0]  # 1: never
 
 
 def psnr(x: np.ndarray, ref: np.ndarray) -> float:
@@ -162,20 +164,32 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     out["map_agreement"] = None if agreement is None else {
         k: (round(v, 4) if np.isfinite(v) else None) for k, v in agreement.items()}
     residual["parametric"] = round(param.details["residual"], 4)
+    out["overshoot"] = {"parametric": round(param.details["overshoot"], 5)}
     if param.kernel.ndim == 4:
         overall = psf.from_params(est.blur_type, est.params, dtype=torch.float32)
         uni = timed("parametric_uniform", lambda: deblur_with_details(y, kernel=overall))
         results["parametric_uniform"] = _np(uni.image)
         residual["parametric_uniform"] = round(blur_residual(
             y[None], uni.image[None], overall, uni.noise_sigma), 4)
+        out["overshoot"]["parametric_uniform"] = round(_raw_overshoot(y, overall), 5)
     else:
         results["parametric_uniform"] = results["parametric"]
         residual["parametric_uniform"] = residual["parametric"]
+        out["overshoot"]["parametric_uniform"] = out["overshoot"]["parametric"]
     out["residual"] = residual
+    out["overshoot"]["true_kernel"] = round(_raw_overshoot(y, kernel), 5)
     for name, x in results.items():
         out["psnr"][name] = round(psnr(x, sharp), 3)
     out["_ssd"] = {name: ssd(x, sharp) for name, x in results.items()}
     return out
+
+
+def _raw_overshoot(y: torch.Tensor, kernel: torch.Tensor) -> float:
+    """:func:`fastdeblur.restore.pipeline.overshoot` of the unclamped deconvolution."""
+    from fastdeblur.restore import uniform
+    from fastdeblur.restore.pipeline import overshoot
+
+    return overshoot(uniform.hyper_laplacian(y[None], kernel), kernel)
 
 
 def _noisy(blurred: torch.Tensor, seed: int) -> torch.Tensor:
@@ -312,44 +326,52 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def _simulate(r: dict, confidence: float, residual: float, kernel_model: str) -> float:
+def _falls_back(r: dict, confidence: float, residual: float, over: float,
+                kernel_model: str) -> bool:
+    name = "parametric" if kernel_model == "map" else "parametric_uniform"
+    return (r["estimate"]["confidence"] < confidence or r["residual"][name] > residual
+            or r["overshoot"][name] > over)
+
+
+def _simulate(r: dict, confidence: float, residual: float, over: float,
+              kernel_model: str) -> float:
     """PSNR that a rule would give on a row: the parametric result unless it falls back."""
     name = "parametric" if kernel_model == "map" else "parametric_uniform"
-    if r["estimate"]["confidence"] < confidence or r["residual"][name] > residual:
+    if _falls_back(r, confidence, residual, over, kernel_model):
         return r["psnr"]["nafnet"]
     return r["psnr"][name]
 
 
 def fallback_sweep(rows: list[dict]) -> dict:
-    """Mean PSNR of "parametric unless confidence < C or residual > R, then NAFNet" for a grid
-    of (C, R) and for both kernel models (the map's choice, or always one kernel)."""
+    """Mean PSNR of "parametric unless confidence < C, residual > R or overshoot > O; then
+    NAFNet" over a grid of (C, R, O) and both kernel models (the map's choice, or one
+    kernel)."""
     from fastdeblur.restore import pipeline
 
     tuning = [r for r in rows if r["set"] in ("synthetic", "camera_shake")]
     sets = sorted({r["set"] for r in tuning})
     table = []
     for model in ("map", "uniform"):
-        for c in CONFIDENCES:
-            for rr in RESIDUALS:
-                entry: dict = {"kernel_model": model, "confidence": c, "residual": rr}
-                per_set = []
-                for s in sets:
-                    sel = [r for r in tuning if r["set"] == s]
-                    entry[s] = _mean([_simulate(r, c, rr, model) for r in sel])
-                    per_set.append(entry[s])
-                    name = "parametric" if model == "map" else "parametric_uniform"
-                    entry[f"{s}_nafnet_share"] = round(float(np.mean(
-                        [r["estimate"]["confidence"] < c or r["residual"][name] > rr
-                         for r in sel])), 3)
-                # each set weighs the same, however many images it has
-                entry["mean_of_sets"] = round(float(np.mean(per_set)), 3)
-                table.append(entry)
+        for c, rr, o in itertools.product(CONFIDENCES, RESIDUALS, OVERSHOOTS):
+            entry: dict = {"kernel_model": model, "confidence": c, "residual": rr,
+                           "overshoot": o}
+            per_set = []
+            for s in sets:
+                sel = [r for r in tuning if r["set"] == s]
+                entry[s] = _mean([_simulate(r, c, rr, o, model) for r in sel])
+                per_set.append(entry[s])
+                entry[f"{s}_nafnet_share"] = round(float(np.mean(
+                    [_falls_back(r, c, rr, o, model) for r in sel])), 3)
+            # each set weighs the same, however many images it has
+            entry["mean_of_sets"] = round(float(np.mean(per_set)), 3)
+            table.append(entry)
     table.sort(key=lambda e: -e["mean_of_sets"])
     current = {"kernel_model": "map", "confidence": pipeline.FALLBACK_CONFIDENCE,
-               "residual": pipeline.FALLBACK_RESIDUAL}
+               "residual": pipeline.FALLBACK_RESIDUAL, "overshoot": pipeline.FALLBACK_OVERSHOOT}
     oracle = {s: _mean([max(r["psnr"]["parametric_uniform"], r["psnr"]["nafnet"])
                         for r in tuning if r["set"] == s]) for s in sets}
-    return {"rule": "parametric unless confidence < C or residual > R; then nafnet",
+    return {"rule": "parametric unless confidence < C, residual > R or overshoot > O; "
+                    "then nafnet",
             "current": current,
             "current_in_table": [e for e in table if all(
                 e[k] == v for k, v in current.items())],
@@ -366,7 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--out", type=Path,
                         default=ROOT / "bench" / "results" / "deblur_blind.json")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: the machine is shared; more threads than free "
+                             "cores make the OpenMP loops several times slower)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if not (args.shared / "sharp").is_dir():
         print(f"error: shared data not found under {args.shared}", file=sys.stderr)
         return 2
@@ -398,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         "noise_sigma": NOISE_SIGMA,
         "held_out_images": names,
         "fallback": {"confidence": pipeline.FALLBACK_CONFIDENCE,
-                     "residual": pipeline.FALLBACK_RESIDUAL},
+                     "residual": pipeline.FALLBACK_RESIDUAL,
+                     "overshoot": pipeline.FALLBACK_OVERSHOOT,
+                     "overshoot_margin": pipeline.OVERSHOOT_MARGIN},
         "map_agreement": {"share": pipeline.MAP_AGREE_SHARE,
                           "spread": str(pipeline.MAP_AGREE_SPREAD), "grid": pipeline.MAP_GRID},
         "seconds": round(time.perf_counter() - t0, 1),

@@ -126,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path,
                         default=ROOT / "bench" / "results" / "real_blur_crops.json")
     parser.add_argument("--crop", type=int, default=CROP)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: the machine is shared; more threads than free "
+                             "cores make the OpenMP loops several times slower)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if not (args.shared / "real_blur").is_dir():
         print(f"error: real_blur not found under {args.shared}", file=sys.stderr)
         return 2

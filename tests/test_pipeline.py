@@ -15,6 +15,7 @@ from fastdeblur.restore.pipeline import (
     blur_residual,
     deblur_with_details,
     fallback_reason,
+    overshoot,
 )
 from fastdeblur.restore.uniform import noise_level
 
@@ -64,6 +65,19 @@ def test_residual_separates_true_from_too_large_kernels() -> None:
     assert ratios["large"] > pipeline.FALLBACK_RESIDUAL
 
 
+def test_overshoot_of_true_and_too_large_kernels() -> None:
+    from fastdeblur.restore import uniform
+
+    k = psf.from_params("motion", {"length": 9.0, "angle": 30.0}, dtype=torch.float32)
+    y = _blurred(k, size=96)[None]
+    big = psf.from_params("motion", {"length": 21.0, "angle": 30.0}, dtype=torch.float32)
+    assert overshoot(uniform.hyper_laplacian(y, k), k) <= pipeline.FALLBACK_OVERSHOOT
+    assert overshoot(uniform.hyper_laplacian(y, big), big) > pipeline.FALLBACK_OVERSHOOT
+    x = torch.full((1, 1, 40, 40), 0.5)
+    x[..., 20, 20] = 2.0  # one pixel far outside [0, 1], inside the border margin
+    assert overshoot(x, torch.ones(3, 3) / 9) == pytest.approx(1 / (40 - 2 * 9) ** 2)
+
+
 def test_fallback_reason_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "FALLBACK_CONFIDENCE", 0.5)
     assert "confidence" in fallback_reason(_fake_estimate(0.2))
@@ -71,6 +85,8 @@ def test_fallback_reason_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fallback_reason(_fake_estimate(0.9), residual=0.9) is None
     reason = fallback_reason(_fake_estimate(0.9), residual=pipeline.FALLBACK_RESIDUAL + 1)
     assert "does not explain" in reason
+    reason = fallback_reason(_fake_estimate(0.9), overshoot_share=0.5)
+    assert "rings" in reason
 
 
 def test_auto_falls_back_to_nafnet_on_low_confidence(
@@ -92,9 +108,11 @@ def test_auto_falls_back_when_the_kernel_does_not_explain_the_image(estimate_as)
     estimate_as(_fake_estimate(0.99, "defocus", {"radius": 6.0}))
     y = _blurred(psf.gaussian(0.6, dtype=torch.float32))
     result = deblur_with_details(y)
-    assert result.details["residual"] > pipeline.FALLBACK_RESIDUAL
+    assert (result.details["residual"] > pipeline.FALLBACK_RESIDUAL
+            or result.details["overshoot"] > pipeline.FALLBACK_OVERSHOOT)
     assert result.method == "nafnet"
-    assert "does not explain" in result.details["reason"]
+    assert "estimated kernel" in result.details["reason"]
+    assert result.details["reason"].endswith("fell back to nafnet")
 
 
 def test_auto_keeps_a_fitting_estimate(estimate_as) -> None:
@@ -104,6 +122,7 @@ def test_auto_keeps_a_fitting_estimate(estimate_as) -> None:
     assert result.method == "hyperlaplacian"
     assert result.details["kernel_model"] == "uniform"
     assert result.details["residual"] <= pipeline.FALLBACK_RESIDUAL
+    assert result.details["overshoot"] <= pipeline.FALLBACK_OVERSHOOT
     assert "gaussian (sigma 1.5)" in result.details["reason"]
     assert result.kernel.shape == psf.gaussian(1.5).shape
 
