@@ -121,7 +121,7 @@ FALLBACK_CONFIDENCE = 0.0
 FALLBACK_RESIDUAL = 1.2
 # ... or when more than this share of the deconvolved pixels (away from the border) overshoots
 # [0, 1] by more than OVERSHOOT_MARGIN: a wrong kernel makes the solver ring (see overshoot).
-FALLBACK_OVERSHOOT = 0.005
+FALLBACK_OVERSHOOT = 0.001
 OVERSHOOT_MARGIN = 0.05
 _MAIN_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
 _TYPES = ("gaussian", "motion", "defocus")
