@@ -136,3 +136,11 @@ def test_nafnet_method_says_so(tmp_path: Path) -> None:
     result = invoke("deblur", src, "--method", "nafnet")
     assert result.exit_code == 0, result.output
     assert "nafnet was asked for" in result.output
+
+
+def test_save_kernel_when_no_kernel_ran(tmp_path: Path) -> None:
+    src = _image(tmp_path / "photo.png")
+    saved = tmp_path / "k.npy"
+    result = invoke("deblur", src, "--method", "nafnet", "--save-kernel", saved)
+    assert result.exit_code == 0, result.output
+    assert "no kernel to save" in result.output and not saved.exists()
