@@ -77,6 +77,12 @@ class DeblurResult:
         kernel: The kernel used: ``(kh, kw)``, or a grid ``(gh, gw, kh, kw)``.
         estimate: The blur estimate when the blur was estimated, else None.
         noise_sigma: The noise level used, per image.
+        details: ``reason`` (one line: what ran and why, e.g. the fallback to NAFNet),
+            ``kernel_model`` (``uniform``, ``field`` or ``none``), for estimated blur the
+            ``map_agreement``, ``overshoot`` and ``residual`` the fallback rule looked at, and
+            ``timings`` (seconds per stage: ``estimate``, ``kernel``, ``noise``,
+            ``deconvolution``, ``residual``, ``nafnet``, ``output``, ``total``; only the stages
+            that ran).
     """
 
     image: torch.Tensor | np.ndarray
