@@ -121,3 +121,26 @@ def test_without_kernel_needs_estimation(tmp_path: Path) -> None:
         pytest.skip("blur estimation is installed")
     src = _image(tmp_path / "a.png")
     assert_one_line_error(invoke("deblur", src), "kernel")
+
+
+def test_prints_what_ran_and_why_in_one_line(tmp_path: Path, kernel: Path) -> None:
+    src = _image(tmp_path / "photo.png")
+    result = invoke("deblur", src, "--kernel", kernel)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "wrote" in line]
+    assert len(lines) == 1 and "(hyperlaplacian, given kernel)" in lines[0], result.output
+
+
+def test_nafnet_method_says_so(tmp_path: Path) -> None:
+    src = _image(tmp_path / "photo.png")
+    result = invoke("deblur", src, "--method", "nafnet")
+    assert result.exit_code == 0, result.output
+    assert "nafnet was asked for" in result.output
+
+
+def test_save_kernel_when_no_kernel_ran(tmp_path: Path) -> None:
+    src = _image(tmp_path / "photo.png")
+    saved = tmp_path / "k.npy"
+    result = invoke("deblur", src, "--method", "nafnet", "--save-kernel", saved)
+    assert result.exit_code == 0, result.output
+    assert "no kernel to save" in result.output and not saved.exists()

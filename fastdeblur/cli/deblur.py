@@ -145,10 +145,14 @@ def register(app: typer.Typer) -> None:
                 )
                 io.write(out, result.image, alpha=data.alpha, bit_depth=data.bit_depth,
                          source=image, force=force, icc_profile=data.icc_profile)
-                if save_kernel is not None:
+                if save_kernel is not None and result.kernel.numel() == 0:
+                    console.print(f"{image.name}: no kernel to save ({result.method} ran)",
+                                  soft_wrap=True, markup=False)
+                elif save_kernel is not None:
                     _save_kernel(_per_image_path(save_kernel, image, several), result.kernel,
                                  force)
                 if save_map is not None:
                     _save_map(_per_image_path(save_map, image, several), result.estimate, force)
                 bar.advance(task)
-                console.print(f"wrote {out} ({result.method})")
+                reason = result.details.get("reason", result.method)
+                console.print(f"wrote {out} ({reason})", soft_wrap=True, markup=False)

@@ -1,0 +1,170 @@
+"""The blind ``fastdeblur.deblur`` pipeline: what ``auto`` runs and why, the fallback to NAFNet,
+the residual test, and the per-stage timings in ``details``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fastdeblur import psf
+from fastdeblur.convolution import convolve
+from fastdeblur.restore import pipeline
+from fastdeblur.restore.pipeline import (
+    blur_residual,
+    deblur_with_details,
+    fallback_reason,
+    overshoot,
+)
+from fastdeblur.restore.uniform import noise_level
+
+
+def _photo(size: int = 72) -> torch.Tensor:
+    """A gray natural image ``(1, size, size)`` (skimage's camera, no download)."""
+    import skimage.data
+
+    cam = torch.from_numpy(skimage.data.camera()[200:200 + size, 200:200 + size].copy())
+    return (cam.float() / 255.0)[None]
+
+
+def _blurred(kernel: torch.Tensor, size: int = 72, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    y = convolve(_photo(size)[None], kernel, boundary="reflect")[0]
+    return (y + 0.01 * torch.randn(y.shape, generator=g)).clamp(0, 1)
+
+
+def _fake_estimate(confidence: float, blur_type: str = "gaussian",
+                   params: dict | None = None) -> SimpleNamespace:
+    return SimpleNamespace(blur_type=blur_type, params=params or {"sigma": 1.5},
+                           confidence=confidence, map=None, warnings=[])
+
+
+@pytest.fixture
+def estimate_as(monkeypatch: pytest.MonkeyPatch):
+    """Make the pipeline's blur estimation return a given estimate."""
+
+    def use(est: SimpleNamespace) -> None:
+        monkeypatch.setattr(pipeline, "_estimate", lambda y: est)
+
+    return use
+
+
+def test_residual_separates_true_from_too_large_kernels() -> None:
+    k = psf.from_params("defocus", {"radius": 2.0}, dtype=torch.float32)
+    y = _blurred(k, size=96)[None]
+    sigma = noise_level(y, None)
+    ratios = {}
+    for name, kernel in {"true": k, "small": psf.from_params("defocus", {"radius": 1.0}),
+                         "large": psf.from_params("defocus", {"radius": 5.0})}.items():
+        kernel = kernel.float()
+        x = deblur_with_details(y[0], kernel=kernel).image[None]
+        ratios[name] = blur_residual(y, x, kernel, sigma)
+    assert ratios["true"] < pipeline.FALLBACK_RESIDUAL
+    assert ratios["small"] < pipeline.FALLBACK_RESIDUAL  # too small still explains y
+    assert ratios["large"] > pipeline.FALLBACK_RESIDUAL
+
+
+def test_overshoot_of_true_and_too_large_kernels() -> None:
+    from fastdeblur.restore import uniform
+
+    k = psf.from_params("motion", {"length": 9.0, "angle": 30.0}, dtype=torch.float32)
+    y = _blurred(k, size=96)[None]
+    big = psf.from_params("motion", {"length": 21.0, "angle": 30.0}, dtype=torch.float32)
+    assert overshoot(uniform.hyper_laplacian(y, k), k) <= pipeline.FALLBACK_OVERSHOOT
+    assert overshoot(uniform.hyper_laplacian(y, big), big) > pipeline.FALLBACK_OVERSHOOT
+    x = torch.full((1, 1, 40, 40), 0.5)
+    x[..., 20, 20] = 2.0  # one pixel far outside [0, 1], inside the border margin
+    assert overshoot(x, torch.ones(3, 3) / 9) == pytest.approx(1 / (40 - 2 * 9) ** 2)
+
+
+def test_fallback_reason_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "FALLBACK_CONFIDENCE", 0.5)
+    assert "confidence" in fallback_reason(_fake_estimate(0.2))
+    assert fallback_reason(_fake_estimate(0.9)) is None
+    assert fallback_reason(_fake_estimate(0.9), residual=0.9) is None
+    reason = fallback_reason(_fake_estimate(0.9), residual=pipeline.FALLBACK_RESIDUAL + 1)
+    assert "does not explain" in reason
+    reason = fallback_reason(_fake_estimate(0.9), overshoot_share=0.5)
+    assert "rings" in reason
+
+
+def test_auto_falls_back_to_nafnet_on_low_confidence(
+        estimate_as, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "FALLBACK_CONFIDENCE", 0.5)
+    estimate_as(_fake_estimate(0.1))
+    y = _blurred(psf.gaussian(1.5, dtype=torch.float32))
+    result = deblur_with_details(y)
+    assert result.method == "nafnet"
+    assert "confidence 0.10" in result.details["reason"]
+    assert "nafnet" in result.details["reason"]
+    assert result.details["kernel_model"] == "none"
+    assert result.estimate is not None and result.kernel.numel() == 0
+    assert result.image.shape == y.shape and bool(torch.isfinite(result.image).all())
+
+
+def test_auto_falls_back_when_the_kernel_does_not_explain_the_image(estimate_as) -> None:
+    # the image is barely blurred; the "estimate" claims a large defocus
+    estimate_as(_fake_estimate(0.99, "defocus", {"radius": 6.0}))
+    y = _blurred(psf.gaussian(0.6, dtype=torch.float32))
+    result = deblur_with_details(y)
+    assert (result.details["residual"] > pipeline.FALLBACK_RESIDUAL
+            or result.details["overshoot"] > pipeline.FALLBACK_OVERSHOOT)
+    assert result.method == "nafnet"
+    assert "estimated kernel" in result.details["reason"]
+    assert result.details["reason"].endswith("fell back to nafnet")
+
+
+def test_auto_keeps_a_fitting_estimate(estimate_as) -> None:
+    estimate_as(_fake_estimate(0.99, "gaussian", {"sigma": 1.5}))
+    y = _blurred(psf.gaussian(1.5, dtype=torch.float32))
+    result = deblur_with_details(y)
+    assert result.method == "hyperlaplacian"
+    assert result.details["kernel_model"] == "uniform"
+    assert result.details["residual"] <= pipeline.FALLBACK_RESIDUAL
+    assert result.details["overshoot"] <= pipeline.FALLBACK_OVERSHOOT
+    assert "gaussian (sigma 1.5)" in result.details["reason"]
+    assert result.kernel.shape == psf.gaussian(1.5).shape
+
+
+def test_explicit_method_never_falls_back(estimate_as, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "FALLBACK_CONFIDENCE", 0.5)
+    estimate_as(_fake_estimate(0.1))
+    y = _blurred(psf.gaussian(1.5, dtype=torch.float32))
+    result = deblur_with_details(y, method="hyperlaplacian")
+    assert result.method == "hyperlaplacian"
+    assert "residual" in result.details
+
+
+def test_given_kernel_details_and_timings() -> None:
+    k = psf.gaussian(1.5, dtype=torch.float32)
+    y = _blurred(k)
+    result = deblur_with_details(y, kernel=k)
+    assert result.method == "hyperlaplacian"
+    assert result.details["reason"] == "hyperlaplacian, given kernel"
+    assert "residual" not in result.details  # no test of a kernel the caller gave
+    timings = result.details["timings"]
+    assert {"kernel", "noise", "deconvolution", "output", "total"} <= set(timings)
+    assert all(v >= 0 for v in timings.values())
+    assert timings["total"] >= timings["deconvolution"]
+
+
+def test_nafnet_details() -> None:
+    y = _blurred(psf.gaussian(1.0, dtype=torch.float32), size=40)
+    result = deblur_with_details(y, method="nafnet")
+    assert result.method == "nafnet" and "asked for" in result.details["reason"]
+    assert "nafnet" in result.details["timings"]
+    with pytest.raises(ValueError, match="takes no kernel"):
+        deblur_with_details(y, method="nafnet", kernel=psf.gaussian(1.0))
+
+
+def test_real_estimate_runs_end_to_end() -> None:
+    if not pipeline.estimation_available():
+        pytest.skip("blur estimation is not installed")
+    y = _blurred(psf.from_params("motion", {"length": 9.0, "angle": 30.0},
+                                 dtype=torch.float32), size=96)
+    result = deblur_with_details(y)
+    assert result.method in ("hyperlaplacian", "nafnet")
+    assert result.estimate is not None
+    assert {"estimate", "kernel", "total"} <= set(result.details["timings"])
+    assert result.image.shape == y.shape and bool(torch.isfinite(result.image).all())
