@@ -3,6 +3,10 @@ deconvolution with the true kernel, and the data behind ``auto``'s fallback to N
 
 ``PYTHONPATH=. python -m bench.eval_blind [--quick] [--out bench/results/deblur_blind.json]``
 
+The sets can run in separate processes (``--sets levin --out a.json`` beside
+``--sets synthetic,camera_shake --out b.json``) and be joined with ``--merge a.json b.json``,
+which recomputes the summary and the fallback sweep from their rows.
+
 Three sets, every blurred image with white Gaussian noise σn = 0.01 added and clipped to [0, 1]
 (Levin: as shipped, noise-free up to 8-bit quantisation):
 
@@ -400,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: the machine is shared; more threads than free "
                              "cores make the OpenMP loops several times slower)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="join the rows of earlier reports instead of running")
+    parser.add_argument("--note", default="2-core x86-64 CPU",
+                        help="what else the machine was doing (recorded with the machine)")
     args = parser.parse_args(argv)
     import torch
 
@@ -414,12 +422,22 @@ def main(argv: list[str] | None = None) -> int:
     sets = args.sets.split(",")
     t0 = time.perf_counter()
     rows: list[dict] = []
+    seconds = 0.0
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        rows = [r for part in parts for r in part["rows"]]
+        seconds = sum(part["seconds"] for part in parts)
+        sets = []
     if "synthetic" in sets:
         rows += synthetic_rows(args.shared, names["estimator"], args.quick)
     if "camera_shake" in sets:
         rows += camera_shake_rows(args.shared, names["nafnet"], args.quick)
     if "levin" in sets:
         rows += levin_rows(args.shared, args.quick)
+    command = "PYTHONPATH=. python -m bench.eval_blind " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    if args.merge:
+        command = " && ".join([part["command"] for part in parts] + [command])
     for r in rows:
         r.pop("_ssd", None)
         r["in_estimator_training"] = r["set"] != "levin" and r["image"] not in names["estimator"]
@@ -427,9 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "deblur_blind",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "PYTHONPATH=. python -m bench.eval_blind " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
-        "machine": machine() | {"note": "2-core x86-64 CPU, shared with other jobs"},
+        "command": command,
+        "machine": machine() | {"note": args.note},
         "protocol": __doc__.split("``PYTHONPATH")[0].strip() + "\n\n" + __doc__.split(
             "(Levin: as shipped, noise-free up to 8-bit quantisation):")[1].strip(),
         "noise_sigma": NOISE_SIGMA,
@@ -440,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
                      "overshoot_margin": pipeline.OVERSHOOT_MARGIN},
         "map_agreement": {"share": pipeline.MAP_AGREE_SHARE,
                           "spread": str(pipeline.MAP_AGREE_SPREAD), "grid": pipeline.MAP_GRID},
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(seconds + time.perf_counter() - t0, 1),
         "summary": summarise(rows),
         "fallback_sweep": fallback_sweep(rows) if any(
             r["set"] != "levin" for r in rows) else None,

@@ -381,7 +381,10 @@ void adjoint_fft(const Plan<T>& plan, const FftTiling& t, const at::Tensor& y,
   const int64_t Hp = g.Hp(), Wp = g.Wp(), gw = g.gw, Bk = kk.size(0), planes = B * C;
   const std::vector<FftTile> tiles = fft_tiles(t);
   const std::map<ShapeKey, at::Tensor> otfs = fft_otfs<T>(kk, t, tiles);
-  xpad.zero_();  // tiles without kernels leave their part zero
+  // Every padded pixel has a non-zero weight on some grid line, so the tiles normally cover the
+  // padded grid and each zeroes its own part while it is in cache; otherwise zero it all first.
+  const bool tiles_cover = tiles.size() == t.rows.size() * t.cols.size();
+  if (!tiles_cover) xpad.zero_();
   const T* ypp = y.data_ptr<T>();
   T* xpp = xpad.data_ptr<T>();
   at::parallel_for(0, static_cast<int64_t>(tiles.size()), 1, [&](int64_t begin, int64_t end) {
@@ -420,6 +423,7 @@ void adjoint_fft(const Plan<T>& plan, const FftTiling& t, const at::Tensor& y,
         const T* op = O.data_ptr<T>();  // (pairs, Fr, Fc) of this plane
         for (int64_t m = 0; m < lr; ++m) {
           T* __restrict dst = xpp + plane * Hp * Wp + (R.start + m) * Wp + Cc.start;
+          if (tiles_cover) std::fill(dst, dst + lc, T(0));
           for (int p = 0; p < tile.pairs; ++p) {
             const int64_t a = R.lines[p / Cc.n_lines], bb = Cc.lines[p % Cc.n_lines];
             const T wr = g.wy[a * Hp + R.start + m];
