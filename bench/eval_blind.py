@@ -31,19 +31,22 @@ Photos are cut to their central 256 × 256 pixels (a full run takes about 12 min
 shared CPU cores, one torch thread).
 
 Per image: PSNR (whole image, clipped, peak 1) of the blurred input; of the hyper-Laplacian
-deconvolution with the true kernel (``deblur(y, kernel=k)``); of ``deblur(y)`` (``auto``); of the
-blind parametric path alone (``deblur(y, method="hyperlaplacian")``: estimated kernel, never the
-fallback) and of the same with one kernel forced (the estimate's overall kernel, no grid); of
-``deblur(y, method="nafnet")``. Also the estimate (type, parameters, confidence) and what
-``auto`` did and why. Levin adds the error ratio SSD(blind) / SSD(true kernel).
+deconvolution with the true kernel (``deblur(y, kernel=k)``); of ``deblur(y)`` (``auto``: the
+verdict's kernel, else the next blur family's fit that passes the checks, else NAFNet); of the
+blind parametric path alone (``deblur(y, method="hyperlaplacian")``: the verdict's kernel, never
+another family nor the fallback) and of the same with one kernel forced (the estimate's overall
+kernel, no grid); of ``deblur(y, method="nafnet")``. Also the estimate (type, parameters,
+confidence), what ``auto`` did and why, and every kernel it tried (``auto_candidates``). Levin
+adds the error ratio SSD(blind) / SSD(true kernel).
 
 The fallback sweep: for a grid of thresholds — confidence C, residual R, overshoot O (see
 :func:`fastdeblur.restore.pipeline.fallback_reason`) — and both kernel models (the blur map's
 choice, or always one kernel), the mean PSNR over ``synthetic`` and over ``camera_shake`` of
 "the parametric result unless confidence < C, residual > R or overshoot > O; then NAFNet",
 computed from the per-image results (each set weighs the same): the data that set
-``FALLBACK_CONFIDENCE``, ``FALLBACK_RESIDUAL`` and ``FALLBACK_OVERSHOOT``. The ``auto`` column
-is measured, not simulated: it equals the sweep's entry for the current thresholds.
+``FALLBACK_CONFIDENCE``, ``FALLBACK_RESIDUAL`` and ``FALLBACK_OVERSHOOT``. The sweep simulates
+the verdict's kernel alone; the ``auto`` column is measured, not simulated, and differs from the
+sweep's entry for the current thresholds where ``auto`` went on to another family's kernel.
 """
 
 from __future__ import annotations
@@ -162,12 +165,19 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     out["auto_kernel_model"] = auto.details.get("kernel_model")
     out["auto_reason"] = auto.details.get("reason")
     out["auto_timings"] = {k: round(v, 3) for k, v in auto.details.get("timings", {}).items()}
-    # the blind parametric path alone: the same call as auto unless auto fell back
-    if auto.method == "nafnet":
+    out["auto_candidates"] = [
+        {k: (round(v, 5) if isinstance(v, float) else v) for k, v in c.items()}
+        for c in auto.details.get("candidates", [])]
+    # the blind parametric path alone (the verdict's kernel, never another family nor the
+    # fallback): the same call as auto when auto kept the verdict's kernel
+    verdict_kept = bool(out["auto_candidates"]) and out["auto_candidates"][0]["accepted"]
+    if verdict_kept:
+        param = auto
+    else:
         param = timed("parametric", lambda: deblur_with_details(y, method="hyperlaplacian"))
+    if auto.method == "nafnet":
         results["nafnet"] = results["auto"]
     else:
-        param = auto
         results["nafnet"] = _np(timed("nafnet", lambda: deblur(y, method="nafnet")))
     results["parametric"] = _np(param.image)
     est = param.estimate
@@ -317,6 +327,9 @@ def summarise(rows: list[dict]) -> dict:
                      "gap_true_minus_parametric_db": round(
                          means["true_kernel"] - means["parametric"], 3),
                      "auto_ran_nafnet": sum(r["auto_method"] == "nafnet" for r in sel),
+                     "auto_used_next_family": sum(
+                         any(c["accepted"] for c in r.get("auto_candidates", [])[1:])
+                         for r in sel),
                      "auto_used_kernel_grid": sum(r["auto_kernel_model"] == "field" for r in sel)}
             if name == "synthetic":
                 entry["type_accuracy"] = round(float(np.mean(

@@ -168,3 +168,93 @@ def test_real_estimate_runs_end_to_end() -> None:
     assert result.estimate is not None
     assert {"estimate", "kernel", "total"} <= set(result.details["timings"])
     assert result.image.shape == y.shape and bool(torch.isfinite(result.image).all())
+
+
+def _estimate_with_fits(verdict: str, fits: dict[str, dict], probs: dict[str, float],
+                        confidence: float = 0.9) -> SimpleNamespace:
+    """A fake estimate with an image-level likelihood fit per family (the runner-ups)."""
+    est = _fake_estimate(confidence, verdict, dict(fits[verdict]))
+    est.likelihood = {t: {"params": p, "nll": 0.0} for t, p in fits.items()}
+    est.probs = probs
+    return est
+
+
+def test_candidate_kernels_order() -> None:
+    est = _estimate_with_fits(
+        "motion", {"gaussian": {"sigma": 1.5}, "motion": {"length": 21.0, "angle": 90.0},
+                   "defocus": {"radius": 3.0}},
+        {"gaussian": 0.02, "motion": 0.9, "defocus": 0.08})
+    candidates = pipeline.candidate_kernels(est)
+    assert [c[0].split(" ")[0] for c in candidates] == ["motion", "defocus", "gaussian"]
+    assert "next family" in candidates[1][0]
+    for (_, k), (t, p) in zip(candidates, [("motion", est.params), ("defocus", {"radius": 3.0}),
+                                           ("gaussian", {"sigma": 1.5})], strict=True):
+        torch.testing.assert_close(k, psf.from_params(t, p, dtype=torch.float64))
+    # the paper's configuration (no likelihood fit): the verdict only
+    assert len(pipeline.candidate_kernels(_fake_estimate(0.9))) == 1
+
+
+def test_auto_tries_the_next_family_before_nafnet(estimate_as) -> None:
+    # a small Gaussian blur that the "estimate" reads as a long motion
+    est = _estimate_with_fits(
+        "motion", {"gaussian": {"sigma": 1.5}, "motion": {"length": 21.0, "angle": 90.0},
+                   "defocus": {"radius": 6.0}},
+        {"gaussian": 0.3, "motion": 0.6, "defocus": 0.1})
+    estimate_as(est)
+    k = psf.gaussian(1.5, dtype=torch.float32)
+    y = _blurred(k, size=96)
+    result = deblur_with_details(y)
+    tried = result.details["candidates"]
+    assert [c["accepted"] for c in tried] == [False, True]
+    assert result.method == "hyperlaplacian"
+    assert result.kernel.shape == k.shape
+    assert result.details["reason"].startswith("hyperlaplacian, motion (length 21.0")
+    assert "estimated gaussian (sigma 1.5), the next family" in result.details["reason"]
+    expected = deblur_with_details(y, kernel=k).image
+    torch.testing.assert_close(result.image, expected)
+
+
+def test_auto_falls_back_when_no_family_fits(estimate_as) -> None:
+    est = _estimate_with_fits(
+        "motion", {"gaussian": {"sigma": 4.5}, "motion": {"length": 25.0, "angle": 90.0},
+                   "defocus": {"radius": 7.0}},
+        {"gaussian": 0.3, "motion": 0.6, "defocus": 0.1})
+    estimate_as(est)
+    y = _blurred(psf.gaussian(0.6, dtype=torch.float32), size=96)
+    result = deblur_with_details(y)
+    assert result.method == "nafnet"
+    assert len(result.details["candidates"]) == pipeline.MAX_CANDIDATES
+    assert not any(c["accepted"] for c in result.details["candidates"])
+    assert result.details["reason"].endswith("fell back to nafnet")
+    assert result.details["reason"].count("estimated kernel") == pipeline.MAX_CANDIDATES
+
+
+def test_screening_window_finds_the_texture() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.full((1, 3, 100, 140), 0.5)
+    y[..., 60:90, 100:130] = torch.rand(3, 30, 30, generator=g)
+    rows, cols = pipeline.screening_window(y, size=40)
+    assert rows.stop - rows.start == 40 and cols.stop - cols.start == 40
+    assert rows.start <= 60 and rows.stop >= 90 and cols.start <= 100 and cols.stop >= 130
+    assert pipeline.screening_window(y, size=140) is None
+    rows, cols = pipeline.screening_window(y, size=120)  # taller than the image: all rows
+    assert (rows.start, rows.stop) == (0, 100) and cols.stop - cols.start == 120
+
+
+def test_large_images_screen_candidates_on_a_window(
+        estimate_as, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "SCREEN_SIZE", 64)
+    est = _estimate_with_fits(
+        "defocus", {"gaussian": {"sigma": 1.5}, "motion": {"length": 21.0, "angle": 0.0},
+                    "defocus": {"radius": 6.0}},
+        {"gaussian": 0.3, "motion": 0.1, "defocus": 0.6})
+    estimate_as(est)
+    k = psf.gaussian(1.5, dtype=torch.float32)
+    y = _blurred(k, size=128)
+    result = deblur_with_details(y)
+    tried = result.details["candidates"]
+    assert all(c["tested_on"] == "screening window" for c in tried)
+    assert tried[-1]["accepted"] and not tried[0]["accepted"]
+    assert "screening" in result.details["timings"]
+    # the whole image is deconvolved once, with the accepted kernel
+    torch.testing.assert_close(result.image, deblur_with_details(y, kernel=k).image)
