@@ -82,7 +82,10 @@ def register(app: typer.Typer) -> None:
             "beside each input.",
         ),
         method: Method = typer.Option(Method.auto, "--method", "-m", case_sensitive=False,
-                                      help="Deconvolution method."),
+                                      help="auto: blind, tries the estimated kernels and "
+                                      "falls back to nafnet when none fits (or the given "
+                                      "kernel with hyperlaplacian); wiener, rl, hyperlaplacian: "
+                                      "deconvolution; nafnet: the learned deblurrer."),
         kernel: Path = typer.Option(
             None, "--kernel", "-k",
             help="The blur kernel (.npy, .npz[:NAME] or an image); estimated when omitted.",
