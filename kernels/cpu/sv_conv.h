@@ -282,9 +282,18 @@ inline void sv_adjoint_row_block(const T* k, const T* y, int64_t H, int64_t W, i
   const int64_t u_hi = std::min<int64_t>(kh, H + kh - 1 - s);
   // K row of tap t at the image row that tap row t / kw reads: i = s - (kh - 1) + t / kw.
   auto k_at = [&](int64_t t) { return k + t * plane + (s - (kh - 1) + t / kw) * W; };
+  // The taps of padded row s + 1 (which the calling thread does next, as a rule) that the
+  // last taps of this row prefetch, so that no row starts on cold rows of K.
+  const int64_t s1 = s + 1;
+  const int64_t u_lo1 = std::max<int64_t>(0, kh - 1 - s1);
+  const int64_t u_hi1 = std::min<int64_t>(kh, H + kh - 1 - s1);
   auto ahead = [&](int64_t t) -> const T* {
+    if (c0 != 0) return nullptr;  // later channel blocks find K in the cache
     const int64_t a = t + FASTDEBLUR_SV_PREFETCH_TAPS;
-    return c0 == 0 && a < u_hi * kw ? k_at(a) : nullptr;
+    if (a < u_hi * kw) return k_at(a);
+    const int64_t a1 = u_lo1 * kw + (a - u_hi * kw);
+    if (a1 >= u_hi1 * kw) return nullptr;
+    return k + a1 * plane + (s1 - (kh - 1) + a1 / kw) * W;
   };
   for (int64_t u = u_lo; u < u_hi; ++u) {
     const T* y_i = y + (s - (kh - 1) + u) * W;
