@@ -356,10 +356,11 @@ inline void sv_fold_row(const T* src, int64_t W, int64_t left, int64_t right, in
 }
 
 // Adjoint, padded rows [s0, s1) of one image (padded rows run over [0, H + kh - 1)).
-//   zero boundary: the rows inside the image go straight to x_out (C, H, W), the others
-//     are skipped (they would fall outside);
-//   other boundaries: column-folded rows go to zc (C, H + kh - 1, W), which
-//     sv_adjoint_fold_rows then folds over rows.
+// The rows inside the image (top <= s < top + H) go straight to x_out (C, H, W): image row
+// s - top, column-folded for the other boundaries than zero. The halo rows above and below
+// are skipped under the zero boundary (they fall outside); for the other boundaries they go,
+// column-folded, to zc (C, H + kh - 1, W; only its halo rows are written), which
+// sv_adjoint_fold_rows then adds into x_out once every interior row is written.
 //   z_row: scratch of C * (W + kw - 1).
 template <typename T>
 void sv_adjoint_rows(const T* k, const T* y, int64_t C, int64_t H, int64_t W, int64_t kh,
@@ -370,10 +371,11 @@ void sv_adjoint_rows(const T* k, const T* y, int64_t C, int64_t H, int64_t W, in
   const int64_t Wp = W + kw - 1, Hp = H + kh - 1;
   const int64_t plane = H * W;
   for (int64_t s = s0; s < s1; ++s) {
-    if (boundary == kSvZero && (s < top || s >= top + H)) continue;
+    const bool interior = s >= top && s < top + H;
+    if (boundary == kSvZero && !interior) continue;
     sv_adjoint_padded_row(k, y, C, H, W, kh, kw, s, z_row);
     for (int64_t c = 0; c < C; ++c) {
-      T* dst = boundary == kSvZero ? x_out + c * plane + (s - top) * W : zc + (c * Hp + s) * W;
+      T* dst = interior ? x_out + c * plane + (s - top) * W : zc + (c * Hp + s) * W;
       if (boundary == kSvZero) {
         std::memcpy(dst, z_row + c * Wp + left, sizeof(T) * W);
       } else {
@@ -384,15 +386,15 @@ void sv_adjoint_rows(const T* k, const T* y, int64_t C, int64_t H, int64_t W, in
   }
 }
 
-// Row fold of one channel plane, columns [j0, j1): x[map(s - top), j] += zc[s, j].
-//   zc: (H + kh - 1, W) of this plane; x: (H, W) of this plane.
+// Row fold of the halo rows of one channel plane, columns [j0, j1):
+// x[map(s - top), j] += zc[s, j] for the padded rows s outside the image.
+//   zc: (H + kh - 1, W) of this plane; x: (H, W) of this plane, interior rows written.
 template <typename T>
 void sv_adjoint_fold_rows(const T* zc, T* x, int64_t H, int64_t W, int64_t kh, int boundary,
                           int64_t j0, int64_t j1) {
   const int64_t top = kh - 1 - kh / 2;
   const int64_t Hp = H + kh - 1;
   const int64_t n = j1 - j0;
-  for (int64_t i = 0; i < H; ++i) std::memcpy(x + i * W + j0, zc + (i + top) * W + j0, sizeof(T) * n);
   for (int64_t s = 0; s < Hp; ++s) {
     if (s >= top && s < top + H) continue;
     const int64_t i = sv_boundary_index(s - top, H, boundary);
