@@ -194,24 +194,31 @@ def test_candidate_kernels_order() -> None:
     assert len(pipeline.candidate_kernels(_fake_estimate(0.9))) == 1
 
 
-def test_auto_tries_the_next_family_before_nafnet(estimate_as) -> None:
-    # a small Gaussian blur that the "estimate" reads as a long motion
+@pytest.mark.parametrize("screen_size", [None, 64])
+def test_auto_tries_the_next_family_before_nafnet(
+        estimate_as, monkeypatch: pytest.MonkeyPatch, screen_size: int | None) -> None:
+    # a small Gaussian blur that the "estimate" reads as a long motion; with a small
+    # SCREEN_SIZE the kernels are screened on a window and the whole image deconvolved once
+    if screen_size is not None:
+        monkeypatch.setattr(pipeline, "SCREEN_SIZE", screen_size)
     est = _estimate_with_fits(
         "motion", {"gaussian": {"sigma": 1.5}, "motion": {"length": 21.0, "angle": 90.0},
                    "defocus": {"radius": 6.0}},
         {"gaussian": 0.3, "motion": 0.6, "defocus": 0.1})
     estimate_as(est)
     k = psf.gaussian(1.5, dtype=torch.float32)
-    y = _blurred(k, size=96)
+    y = _blurred(k, size=128)
     result = deblur_with_details(y)
     tried = result.details["candidates"]
     assert [c["accepted"] for c in tried] == [False, True]
+    where = "whole image" if screen_size is None else "screening window"
+    assert all(c["tested_on"] == where for c in tried)
+    assert ("screening" in result.details["timings"]) == (screen_size is not None)
     assert result.method == "hyperlaplacian"
     assert result.kernel.shape == k.shape
     assert result.details["reason"].startswith("hyperlaplacian, motion (length 21.0")
     assert "estimated gaussian (sigma 1.5), the next family" in result.details["reason"]
-    expected = deblur_with_details(y, kernel=k).image
-    torch.testing.assert_close(result.image, expected)
+    torch.testing.assert_close(result.image, deblur_with_details(y, kernel=k).image)
 
 
 def test_auto_falls_back_when_no_family_fits(estimate_as) -> None:
@@ -239,22 +246,3 @@ def test_screening_window_finds_the_texture() -> None:
     assert pipeline.screening_window(y, size=140) is None
     rows, cols = pipeline.screening_window(y, size=120)  # taller than the image: all rows
     assert (rows.start, rows.stop) == (0, 100) and cols.stop - cols.start == 120
-
-
-def test_large_images_screen_candidates_on_a_window(
-        estimate_as, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "SCREEN_SIZE", 64)
-    est = _estimate_with_fits(
-        "defocus", {"gaussian": {"sigma": 1.5}, "motion": {"length": 21.0, "angle": 0.0},
-                    "defocus": {"radius": 6.0}},
-        {"gaussian": 0.3, "motion": 0.1, "defocus": 0.6})
-    estimate_as(est)
-    k = psf.gaussian(1.5, dtype=torch.float32)
-    y = _blurred(k, size=128)
-    result = deblur_with_details(y)
-    tried = result.details["candidates"]
-    assert all(c["tested_on"] == "screening window" for c in tried)
-    assert tried[-1]["accepted"] and not tried[0]["accepted"]
-    assert "screening" in result.details["timings"]
-    # the whole image is deconvolved once, with the accepted kernel
-    torch.testing.assert_close(result.image, deblur_with_details(y, kernel=k).image)
