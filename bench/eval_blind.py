@@ -212,7 +212,7 @@ def _raw_overshoot(y: torch.Tensor, kernel: torch.Tensor) -> float:
     from fastdeblur.restore import uniform
     from fastdeblur.restore.pipeline import overshoot
 
-    return overshoot(uniform.hyper_laplacian(y[None], kernel), kernel)
+    return overshoot(uniform.hyper_laplacian(y[None], kernel), kernel, y[None])
 
 
 def _noisy(blurred: torch.Tensor, seed: int) -> torch.Tensor:

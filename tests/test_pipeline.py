@@ -246,3 +246,27 @@ def test_screening_window_finds_the_texture() -> None:
     assert pipeline.screening_window(y, size=140) is None
     rows, cols = pipeline.screening_window(y, size=120)  # taller than the image: all rows
     assert (rows.start, rows.stop) == (0, 100) and cols.stop - cols.start == 120
+
+
+def test_overshoot_leaves_out_pixels_next_to_clipping() -> None:
+    from fastdeblur.restore import uniform
+
+    k = torch.ones(9, 9) / 81  # border margin 4 + 8 = 12 px, clipping reach 4 px
+    y = torch.full((1, 1, 80, 80), 0.5)
+    y[..., 30, 30] = 1.0  # one clipped pixel of the input
+    x = torch.full((1, 1, 80, 80), 0.5)
+    x[..., 30, 33] = 2.0  # overshoot within a kernel of it: left out
+    x[..., 30, 60] = 2.0  # far from it: counted
+    inner = (80 - 2 * 12) ** 2
+    assert overshoot(x, k) == pytest.approx(2 / inner)
+    assert overshoot(x, k, y) == pytest.approx(1 / (inner - 81))
+    # an input clipped nearly everywhere: nothing is left out
+    assert overshoot(x, k, torch.ones_like(y)) == overshoot(x, k)
+    # on a photo with an over-exposed patch the true kernel overshoots less once the pixels
+    # next to the clipping are left out
+    kernel = psf.from_params("motion", {"length": 9.0, "angle": 0.0}, dtype=torch.float32)
+    scene = _photo(96)[None] * 0.8
+    scene[..., 40:56, 40:56] = 1.2
+    blurred = convolve(scene, kernel, boundary="reflect").clamp(0, 1)
+    restored = uniform.hyper_laplacian(blurred, kernel)
+    assert overshoot(restored, kernel, blurred) < overshoot(restored, kernel)
