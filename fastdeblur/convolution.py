@@ -19,8 +19,10 @@ Boundary = Literal["reflect", "zero", "replicate", "circular"]
 BOUNDARIES: tuple[str, ...] = ("reflect", "zero", "replicate", "circular")
 
 # Kernel area (taps) above which the FFT path is faster than the direct one. Measured on a
-# 2-core x86-64 CPU with bench/bench_convolution.py (3x512x512 and 3x1024x1024, fp32): the
-# two paths cross between 13x13 and 21x21 taps; the FFT cost barely depends on the kernel.
+# 2-core x86-64 CPU with bench/bench_convolution.py (3x512x512 and 3x1024x1024, fp32): on the
+# loaded machine the two paths crossed between 13x13 and 21x21 taps; idle (2026-12-06), they
+# are within 2-9 % of each other at 13x13 and the FFT is 1.4-1.6x faster at 15x15; the FFT cost
+# barely depends on the kernel.
 FFT_MIN_TAPS = 15 * 15
 
 
