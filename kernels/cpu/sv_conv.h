@@ -295,6 +295,11 @@ inline void sv_adjoint_row_block(const T* k, const T* y, int64_t H, int64_t W, i
     if (a1 >= u_hi1 * kw) return nullptr;
     return k + a1 * plane + (s1 - (kh - 1) + a1 / kw) * W;
   };
+  // The last tap of a kernel row (v = kw - 1, output offset 0) when it is left unpaired
+  // (kw odd), kept until the next row's, so that the two share one pass.
+  const T* pending = nullptr;
+  const T* pending_in[CB];
+  int64_t pending_t = 0;
   for (int64_t u = u_lo; u < u_hi; ++u) {
     const T* y_i = y + (s - (kh - 1) + u) * W;
     for (int c = 0; c < CB; ++c) {
@@ -318,11 +323,26 @@ inline void sv_adjoint_row_block(const T* k, const T* y, int64_t H, int64_t W, i
       }
     }
     for (; v < kw; ++v) {
+      const int64_t t = u * kw + v;
       const int64_t q0 = kw - 1 - v;
       for (int c = 0; c < CB; ++c) o[c] = out[c] + q0;
-      sv_axpy_rows<T, CB, false>(k_at(u * kw + v), nullptr, in, nullptr, o, W,
-                                 ahead(u * kw + v));
+      if (v == kw - 1 && pending != nullptr) {
+        // the unpaired last taps of two kernel rows land on the same output offset: one pass
+        sv_axpy_rows<T, CB, true>(pending, k_at(t), pending_in, in, o, W, ahead(pending_t),
+                                  ahead(t));
+        pending = nullptr;
+      } else if (v == kw - 1) {
+        pending = k_at(t);
+        pending_t = t;
+        for (int c = 0; c < CB; ++c) pending_in[c] = in[c];
+      } else {
+        sv_axpy_rows<T, CB, false>(k_at(t), nullptr, in, nullptr, o, W, ahead(t));
+      }
     }
+  }
+  if (pending != nullptr) {
+    for (int c = 0; c < CB; ++c) o[c] = out[c];
+    sv_axpy_rows<T, CB, false>(pending, nullptr, pending_in, nullptr, o, W, ahead(pending_t));
   }
 }
 
