@@ -130,8 +130,12 @@ def load_image(shared: Path, name: str, crop: int | None = CROP) -> torch.Tensor
 def _estimate_summary(est: object) -> dict:
     if est is None:
         return {}
-    return {"type": est.blur_type, "params": {k: round(v, 3) for k, v in est.params.items()},
-            "confidence": round(est.confidence, 4), "warnings": list(est.warnings)}
+    out = {"type": est.blur_type, "params": {k: round(v, 3) for k, v in est.params.items()},
+           "confidence": round(est.confidence, 4), "warnings": list(est.warnings)}
+    fits = getattr(est, "likelihood", None)
+    if fits:
+        out["alpha"] = fits[est.blur_type].get("alpha")
+    return out
 
 
 def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,

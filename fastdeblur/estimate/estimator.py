@@ -111,7 +111,8 @@ class BlurEstimate:
         warnings: Why the confidence was lowered, if it was.
         patch_probs: Mean class probabilities of the patch classifier alone.
         likelihood: The image-level marginal-likelihood fit (``None`` when the estimator has
-            no likelihood stage): ``{type: {"params", "nll"}}`` per family, NLL per tile.
+            no likelihood stage): ``{type: {"params", "nll", "alpha"}}`` per family, NLL per
+            tile, ``alpha`` the spectral exponent of the image prior at the optimum.
     """
 
     blur_type: str
@@ -395,7 +396,8 @@ class BlurEstimator:
             patch_probs={t: float(p) for t, p in zip(BLUR_TYPES, mean_probs, strict=True)},
             likelihood=None
             if lik is None
-            else {t: {"params": f.params, "nll": f.nll} for t, f in lik.fits.items()},
+            else {t: {"params": f.params, "nll": f.nll, "alpha": f.alpha}
+                  for t, f in lik.fits.items()},
         )
 
     @staticmethod
