@@ -219,9 +219,25 @@ def _raw_overshoot(y: torch.Tensor, kernel: torch.Tensor) -> float:
     return overshoot(uniform.hyper_laplacian(y[None], kernel), kernel, y[None])
 
 
+JPEG_QUALITY: int | None = None  # --jpeg: the noisy blurred photos go through JPEG too
+
+
 def _noisy(blurred: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (blurred + NOISE_SIGMA * torch.randn(blurred.shape, generator=g)).clamp(0, 1)
+    y = (blurred + NOISE_SIGMA * torch.randn(blurred.shape, generator=g)).clamp(0, 1)
+    if JPEG_QUALITY is None:
+        return y
+    import io
+
+    from PIL import Image
+
+    # 8-bit and JPEG, as a camera writes it: what the white-noise model of the checks lacks
+    pixels = (y.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(
+        buffer, format="JPEG", quality=JPEG_QUALITY)
+    decoded = np.asarray(Image.open(buffer), dtype=np.float32) / 255.0
+    return torch.from_numpy(decoded.reshape(pixels.shape)).permute(2, 0, 1)
 
 
 def synthetic_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:
@@ -423,9 +439,14 @@ def main(argv: list[str] | None = None) -> int:
                              "cores make the OpenMP loops several times slower)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="join the rows of earlier reports instead of running")
+    parser.add_argument("--jpeg", type=int, default=None,
+                        help="also store the noisy blurred photos as JPEG of this quality "
+                             "(synthetic and camera_shake sets)")
     parser.add_argument("--note", default="2-core x86-64 CPU",
                         help="what else the machine was doing (recorded with the machine)")
     args = parser.parse_args(argv)
+    global JPEG_QUALITY
+    JPEG_QUALITY = args.jpeg
     import torch
 
     torch.set_num_threads(args.threads)
@@ -467,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": __doc__.split("``PYTHONPATH")[0].strip() + "\n\n" + __doc__.split(
             "(Levin: as shipped, noise-free up to 8-bit quantisation):")[1].strip(),
         "noise_sigma": NOISE_SIGMA,
+        "jpeg_quality": JPEG_QUALITY,
         "held_out_images": names,
         "fallback": {"confidence": pipeline.FALLBACK_CONFIDENCE,
                      "residual": pipeline.FALLBACK_RESIDUAL,
