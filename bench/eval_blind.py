@@ -153,7 +153,8 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
         out["seconds"][name] = round(time.perf_counter() - t0, 3)
         return value
 
-    true = timed("true_kernel", lambda: deblur_with_details(y, kernel=kernel))
+    floor = _noise_floor()
+    true = timed("true_kernel", lambda: deblur_with_details(y, kernel=kernel, noise_floor=floor))
     results["true_kernel"] = _np(true.image)
     residual = {"true_kernel": round(blur_residual(y[None], true.image[None], kernel,
                                                    true.noise_sigma), 4)}
@@ -163,7 +164,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
 
         results["true_kernel_circular"] = _np(uniform.hyper_laplacian(
             y[None], kernel, boundary="circular")[0])
-    auto = timed("auto", lambda: deblur_with_details(y))
+    auto = timed("auto", lambda: deblur_with_details(y, noise_floor=floor))
     results["auto"] = _np(auto.image)
     out["auto_method"] = auto.method
     out["auto_kernel_model"] = auto.details.get("kernel_model")
@@ -178,7 +179,8 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     if verdict_kept:
         param = auto
     else:
-        param = timed("parametric", lambda: deblur_with_details(y, method="hyperlaplacian"))
+        param = timed("parametric", lambda: deblur_with_details(
+            y, method="hyperlaplacian", noise_floor=floor))
     if auto.method == "nafnet":
         results["nafnet"] = results["auto"]
     else:
@@ -194,7 +196,8 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     out["overshoot"] = {"parametric": round(param.details["overshoot"], 5)}
     if param.kernel.ndim == 4:
         overall = psf.from_params(est.blur_type, est.params, dtype=torch.float32)
-        uni = timed("parametric_uniform", lambda: deblur_with_details(y, kernel=overall))
+        uni = timed("parametric_uniform", lambda: deblur_with_details(
+            y, kernel=overall, noise_floor=floor))
         results["parametric_uniform"] = _np(uni.image)
         residual["parametric_uniform"] = round(blur_residual(
             y[None], uni.image[None], overall, uni.noise_sigma), 4)
@@ -216,10 +219,20 @@ def _raw_overshoot(y: torch.Tensor, kernel: torch.Tensor) -> float:
     from fastdeblur.restore import uniform
     from fastdeblur.restore.pipeline import overshoot
 
-    return overshoot(uniform.hyper_laplacian(y[None], kernel), kernel, y[None])
+    sigma = uniform.noise_level(y[None], None)
+    if _noise_floor() is not None:
+        sigma = sigma.clamp_min(_noise_floor())
+    return overshoot(uniform.hyper_laplacian(y[None], kernel, noise_sigma=sigma), kernel, y[None])
 
 
 JPEG_QUALITY: int | None = None  # --jpeg: the noisy blurred photos go through JPEG too
+
+
+def _noise_floor() -> float | None:
+    """The noise floor the command uses for the inputs: JPEG_NOISE_FLOOR for JPEG ones."""
+    from fastdeblur.restore.pipeline import JPEG_NOISE_FLOOR
+
+    return JPEG_NOISE_FLOOR if JPEG_QUALITY is not None else None
 
 
 def _noisy(blurred: torch.Tensor, seed: int) -> torch.Tensor:
@@ -441,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="join the rows of earlier reports instead of running")
     parser.add_argument("--jpeg", type=int, default=None,
                         help="also store the noisy blurred photos as JPEG of this quality "
-                             "(synthetic and camera_shake sets)")
+                             "(synthetic and camera_shake sets); every deblur call then gets "
+                             "the command's JPEG noise floor")
     parser.add_argument("--note", default="2-core x86-64 CPU",
                         help="what else the machine was doing (recorded with the machine)")
     args = parser.parse_args(argv)

@@ -74,7 +74,7 @@ def save_jpeg(path: Path, pixels: np.ndarray) -> int:
 
 def run(shared: Path, out_dir: Path, crop: int = CROP) -> list[dict]:
     from fastdeblur import io
-    from fastdeblur.restore.pipeline import deblur_with_details
+    from fastdeblur.restore.pipeline import JPEG_NOISE_FLOOR, deblur_with_details
 
     photos = sorted((shared / "real_blur").iterdir())
     photos = [p for p in photos if p.suffix.lower() in (".png", ".jpg", ".jpeg")]
@@ -83,9 +83,12 @@ def run(shared: Path, out_dir: Path, crop: int = CROP) -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for photo in photos:
-        pixels = io.read(photo).pixels  # (C, H, W) float32 in [0, 1]
+        data = io.read(photo)
+        pixels = data.pixels  # (C, H, W) float32 in [0, 1]
+        # as the command does: JPEG inputs are regularised with at least JPEG_NOISE_FLOOR
+        floor = JPEG_NOISE_FLOOR if data.format == "JPEG" else None
         t0 = time.perf_counter()
-        auto = deblur_with_details(pixels, method="auto")
+        auto = deblur_with_details(pixels, method="auto", noise_floor=floor)
         t1 = time.perf_counter()
         learned = deblur_with_details(pixels, method="nafnet")
         t2 = time.perf_counter()

@@ -144,3 +144,16 @@ def test_save_kernel_when_no_kernel_ran(tmp_path: Path) -> None:
     result = invoke("deblur", src, "--method", "nafnet", "--save-kernel", saved)
     assert result.exit_code == 0, result.output
     assert "no kernel to save" in result.output and not saved.exists()
+
+
+def test_jpeg_inputs_get_the_noise_floor(tmp_path: Path, kernel: Path) -> None:
+    # a smooth image: its estimated noise is far below the JPEG floor
+    yy, xx = np.mgrid[0:48, 0:64]
+    smooth = 0.5 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 9.0)
+    pixels = (np.repeat(smooth[..., None], 3, axis=2) * 255).astype(np.uint8)
+    for suffix, floored in ((".jpg", True), (".png", False)):
+        src = tmp_path / f"smooth{suffix}"
+        Image.fromarray(pixels).save(src, **({"quality": 95} if floored else {}))
+        result = invoke("deblur", src, "--kernel", kernel, "--force")
+        assert result.exit_code == 0, result.output
+        assert ("noise level raised to 0.005" in result.output) == floored, result.output

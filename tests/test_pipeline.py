@@ -270,3 +270,20 @@ def test_overshoot_leaves_out_pixels_next_to_clipping() -> None:
     blurred = convolve(scene, kernel, boundary="reflect").clamp(0, 1)
     restored = uniform.hyper_laplacian(blurred, kernel)
     assert overshoot(restored, kernel, blurred) < overshoot(restored, kernel)
+
+
+def test_noise_floor_raises_only_an_estimated_noise_level() -> None:
+    k = psf.gaussian(1.5, dtype=torch.float32)
+    y = convolve(_photo(64)[None], k, boundary="reflect")[0]  # noise-free: estimate ~0.001
+    floored = deblur_with_details(y, kernel=k, noise_floor=0.005)
+    assert float(floored.noise_sigma[0]) == pytest.approx(0.005)
+    assert floored.details["noise_floor"] == 0.005
+    assert floored.details["reason"].endswith("noise level raised to 0.005")
+    torch.testing.assert_close(floored.image, deblur_with_details(y, kernel=k,
+                                                                  noise_sigma=0.005).image)
+    # a given noise level, or an estimate above the floor, is used as it is
+    given = deblur_with_details(y, kernel=k, noise_sigma=0.002, noise_floor=0.005)
+    assert float(given.noise_sigma[0]) == pytest.approx(0.002)
+    low = deblur_with_details(y, kernel=k, noise_floor=1e-6)
+    assert "noise_floor" not in low.details
+    torch.testing.assert_close(low.image, deblur_with_details(y, kernel=k).image)

@@ -110,7 +110,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Remove the blur from images, with a given or an estimated kernel."""
         from fastdeblur import io
-        from fastdeblur.restore.pipeline import deblur_with_details, estimation_available
+        from fastdeblur.restore.pipeline import (
+            JPEG_NOISE_FLOOR,
+            deblur_with_details,
+            estimation_available,
+        )
 
         if tile is not None and tile < 16:
             raise CLIError(f"--tile must be at least 16; got {tile}")
@@ -145,6 +149,7 @@ def register(app: typer.Typer) -> None:
                 result = deblur_with_details(
                     data.pixels, method=method.value, kernel=psf, device=device.value,
                     noise_sigma=noise, tile=tile,
+                    noise_floor=JPEG_NOISE_FLOOR if data.format == "JPEG" else None,
                 )
                 io.write(out, result.image, alpha=data.alpha, bit_depth=data.bit_depth,
                          source=image, force=force, icc_profile=data.icc_profile)
