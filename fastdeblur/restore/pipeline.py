@@ -55,7 +55,9 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   (``candidates``: its ``residual``, ``overshoot``, where it was tested and whether it was
   ``accepted``), and the stage timings.
 
-The noise level is estimated from the image unless given; large images are processed in
+The noise level is estimated from the image unless given (with ``noise_floor`` as its lower
+bound: :data:`JPEG_NOISE_FLOOR` for JPEG files, whose compression hides most of their noise
+from the estimate; the command passes it for them); large images are processed in
 overlapping tiles (:func:`fastdeblur.restore.tiling.tiled`) when ``tile`` is set or the image
 exceeds :data:`AUTO_TILE_PIXELS`.
 """
