@@ -220,8 +220,9 @@ def _raw_overshoot(y: torch.Tensor, kernel: torch.Tensor) -> float:
     from fastdeblur.restore.pipeline import overshoot
 
     sigma = uniform.noise_level(y[None], None)
-    if _noise_floor() is not None:
-        sigma = sigma.clamp_min(_noise_floor())
+    floor = _noise_floor()
+    if floor is not None:
+        sigma = sigma.clamp_min(floor)
     return overshoot(uniform.hyper_laplacian(y[None], kernel, noise_sigma=sigma), kernel, y[None])
 
 

@@ -388,6 +388,10 @@ def fallback_reason(est: Any, residual: float | None = None,
     return None
 
 
+def _model(kernel: torch.Tensor) -> str:
+    return "a grid of kernels" if kernel.ndim == 4 else "one kernel"
+
+
 def _describe(blur_type: str, params: dict[str, float]) -> str:
     return f"{blur_type} ({', '.join(f'{k} {v:.1f}' for k, v in params.items())})"
 
@@ -508,17 +512,18 @@ def deblur_with_details(
         t0 = _clock(dev)
         estimate_result = _estimate(y)
         t1 = _clock(dev)
-        if method == "auto":
-            candidates = [(d, _as_kernel(kc, dev)) for d, kc in candidate_kernels(estimate_result)]
-        else:
-            candidates = [(_describe_estimate(estimate_result),
-                           _as_kernel(kernel_from_estimate(estimate_result), dev))]
-        timings["estimate"], timings["kernel"] = t1 - t0, _clock(dev) - t1
         details["map_agreement"] = map_agreement(estimate_result)
         why_not = fallback_reason(estimate_result) if method == "auto" else None
         if why_not is not None:
             method = "nafnet"
             details["reason"] = f"{why_not}; fell back to nafnet"
+        elif method == "auto":
+            candidates = [(d, _as_kernel(kc, dev)) for d, kc in candidate_kernels(estimate_result)]
+        else:
+            # an explicit method uses the verdict's kernel whatever the checks say
+            k = _as_kernel(kernel_from_estimate(estimate_result), dev)
+            details["reason"] = f"estimated {_describe_estimate(estimate_result)}; {_model(k)}"
+        timings["estimate"], timings["kernel"] = t1 - t0, _clock(dev) - t1
     else:
         t0 = _clock(dev)
         k = _as_kernel(kernel, dev)
@@ -554,10 +559,6 @@ def deblur_with_details(
     if estimate_result is None:
         out = deconvolve(k)
     elif method != "auto":
-        # an explicit method uses the verdict's kernel whatever the checks say
-        description, k = candidates[0]
-        details["reason"] = f"estimated {description}; " + (
-            "a grid of kernels" if k.ndim == 4 else "one kernel")
         out = deconvolve(k)
         t2 = _clock(dev)
         details["residual"] = blur_residual(y, out, k, sigma)
@@ -644,18 +645,16 @@ def _first_fitting_kernel(
         timings["residual"] = timings.get("residual", 0.0) + _clock(dev) - t0
         tried.append(entry)
         details["candidates"] = tried
-        details["residual"], details["overshoot"] = (tried[0]["residual"],
-                                                     tried[0]["overshoot"])
         # (the estimate's confidence was tested before: this tests the kernel only)
         why_not = fallback_reason(None, entry["residual"], entry["overshoot"])
         if why_not is None:
             entry["accepted"] = True
             details["residual"], details["overshoot"] = entry["residual"], entry["overshoot"]
-            model = "a grid of kernels" if kc.ndim == 4 else "one kernel"
             prefix = "".join(f"{r}; " for r in rejections)
-            details["reason"] = f"{prefix}estimated {description}; {model}"
+            details["reason"] = f"{prefix}estimated {description}; {_model(kc)}"
             return kc, (full if full is not None else deconvolve(kc))
         rejections.append(f"{description}: {why_not}")
+    details["residual"], details["overshoot"] = tried[0]["residual"], tried[0]["overshoot"]
     details["reason"] = "; ".join(rejections) + "; fell back to nafnet"
     return None
 
