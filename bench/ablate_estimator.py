@@ -1,6 +1,8 @@
 """Ablations of the blur estimator, on the validation images (split by image).
 
-1. Classifier: RBM pre-training on/off × input ``raw`` (the paper) / ``spectrum``.
+1. Classifier: the paper's network with RBM pre-training on/off × input ``raw`` (the paper) /
+   ``spectrum``, and the shipped :class:`~fastdeblur.estimate.classifier.BlurCNN` (pixels +
+   spectrum, turned and mirrored patches), all on the same patches and epochs.
 2. GRNN features: the spectral ``profile`` vs the classifier's 30-d ``hidden`` layer
    (parameter MAE on validation patches).
 
@@ -73,6 +75,7 @@ def main() -> None:
                 model, m = fit_classifier(
                     train,
                     val,
+                    arch="paper",
                     input_kind=input_kind,
                     pretraining=pre,
                     pretrain_epochs=args.pretrain_epochs,
@@ -93,15 +96,39 @@ def main() -> None:
                     json.dumps({k: row[k] for k in ("input", "pretraining", "val_patch_accuracy")}),
                     flush=True,
                 )
+        t0 = time.perf_counter()
+        _, m = fit_classifier(
+            train,
+            val,
+            arch="cnn",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            progress=False,
+        )
+        row = {
+            "arch": "cnn",
+            "input": "patch (pixels + spectrum)",
+            "pretraining": False,
+            "train_seconds": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row | {k: v for k, v in m.items() if k != "pretraining"})
+        print(json.dumps({k: rows[-1][k] for k in ("arch", "val_patch_accuracy")}), flush=True)
         results["classifier"] = rows
         out_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.only in (None, "grnn"):
         if ("spectrum", True) in models:
             classifier = models[("spectrum", True)]
-        else:
-            classifier = BlurEstimator.load_classifier(
-                Path(__file__).resolve().parents[1]
-                / "fastdeblur/weights/blur_classifier.safetensors"
+        else:  # the 'hidden' feature is the paper network's 30-d layer: train one
+            classifier, _ = fit_classifier(
+                train,
+                val,
+                arch="paper",
+                pretrain_epochs=args.pretrain_epochs,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                progress=False,
             )
         rows = []
         for feature in ("profile", "hidden"):

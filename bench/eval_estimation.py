@@ -13,8 +13,8 @@ For each noise level σn in {0, 0.005, 0.01, 0.02}:
   ``fastdeblur.estimate``; the angle MAE counts motion lengths >= 7 px only;
 - **confidence calibration** — type error rate of the image-level verdicts by confidence bin,
   and among those with confidence >= 0.5 (the target: < 5 %);
-- the same image-level numbers for the paper's configuration (patch classifier + GRNNs, no
-  likelihood stage) under ``paper``.
+- the same image-level numbers for the paper's configuration (its 1024-500-30-10-3 network and
+  GRNNs, no likelihood stage) under ``paper``.
 
 Speed: ``fastdeblur.estimate`` on a 1024×768 RGB image (median of 5 runs).
 
@@ -186,8 +186,9 @@ def main() -> None:
     if args.speed_only:
         out = Path(args.out)
         result = json.loads(out.read_text()) if out.is_file() else {}
-        timing = speed(BlurEstimator.load(args.weights), BlurEstimator.load(args.weights,
-                                                                        likelihood=False))
+        timing = speed(
+            BlurEstimator.load(args.weights), BlurEstimator.load(args.weights, paper=True)
+        )
         timing["command"] = "PYTHONPATH=. python bench/eval_estimation.py --speed-only"
         timing["load_average_1min_before"] = round(os.getloadavg()[0], 1)
         result["speed_estimate_1024x768_rgb"] = timing
@@ -209,7 +210,7 @@ def main() -> None:
         return
 
     est = BlurEstimator.load(args.weights)
-    paper = BlurEstimator.load(args.weights, likelihood=False)
+    paper = BlurEstimator.load(args.weights, paper=True)
     _, val_images, names = estimator_images(args.images)
     if args.max_images:
         val_images = val_images[: args.max_images]

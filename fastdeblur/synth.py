@@ -158,6 +158,67 @@ def split_images(items: Sequence, val_fraction: float = 0.2, seed: int = 0) -> t
     return train, val
 
 
+def dead_leaves(
+    size: int = 256,
+    *,
+    seed: int = 0,
+    r_min: float = 1.0,
+    r_max: float = 80.0,
+    supersample: int = 2,
+) -> torch.Tensor:
+    """A dead-leaves image: opaque disks of random gray levels, occluding one another.
+
+    The standard synthetic model of natural-image statistics (Matheron; Lee, Mumford & Huang
+    2001): disk radii follow ``p(r) ∝ r⁻³`` on ``[r_min, r_max]``, which makes the image
+    scale-invariant with a power spectrum close to ``1/|f|²`` like photographs', and every disk
+    border is a sharp edge of a new orientation, contrast and curvature. Blur classifiers trained
+    on a few dozen photos meet far more edge configurations in these.
+
+    Disks are drawn front to back until 99.9 % of the canvas is covered, at ``supersample``
+    times the resolution and box-averaged down (anti-aliased edges).
+
+    Args:
+        size: Side of the square image.
+        seed: Same seed, same image.
+        r_min: Smallest disk radius (px of the output).
+        r_max: Largest disk radius (px of the output).
+        supersample: Rendering factor for anti-aliasing.
+
+    Returns:
+        ``(1, size, size)`` float32 in [0.05, 0.95].
+    """
+    if size < 8 or not 0 < r_min <= r_max or supersample < 1:
+        raise ValueError(
+            f"dead_leaves needs size >= 8, 0 < r_min <= r_max, supersample >= 1; "
+            f"got {size}, {r_min}, {r_max}, {supersample}"
+        )
+    rng = np.random.default_rng(seed)
+    n = size * supersample
+    lo, hi = r_min * supersample, r_max * supersample
+    img = np.zeros((n, n), np.float32)
+    covered = np.zeros((n, n), bool)
+    yy, xx = np.mgrid[0:n, 0:n]
+    drawn = 0
+    while drawn < 200_000 and covered.mean() < 0.999:
+        # inverse CDF of p(r) ∝ r^-3 on [lo, hi]
+        r = (lo**-2 - rng.random() * (lo**-2 - hi**-2)) ** -0.5
+        cx, cy = rng.uniform(-r, n + r, 2)
+        x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, n)
+        y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, n)
+        drawn += 1
+        if x0 >= x1 or y0 >= y1:
+            continue
+        disk = (xx[y0:y1, x0:x1] - cx) ** 2 + (yy[y0:y1, x0:x1] - cy) ** 2 < r * r
+        visible = disk & ~covered[y0:y1, x0:x1]
+        img[y0:y1, x0:x1][visible] = rng.uniform(0.05, 0.95)
+        covered[y0:y1, x0:x1] |= disk
+    img[~covered] = rng.uniform(0.05, 0.95)  # the ground behind the last gaps
+    out = torch.from_numpy(img)[None, None]
+    if supersample > 1:
+        out = torch.nn.functional.avg_pool2d(out, supersample)
+    return out[0]
+
+
 def gradient_energy(patch: torch.Tensor) -> torch.Tensor:
     """Mean squared forward-difference gradient of patches, a texture measure.
 

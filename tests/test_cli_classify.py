@@ -154,6 +154,14 @@ def test_train_classifier_and_grnn_tiny(tmp_path: Path) -> None:
     assert (tmp_path / "ck" / "finetune" / "last.pt").is_file()
     r = runner.invoke(
         app,
+        ["train", "classifier", "--arch", "paper", "--output", str(out), "--patches", "30"]
+        + ["--val-patches", "15", "--epochs", "1", "--pretrain-epochs", "1"],
+    )
+    assert r.exit_code == 0, r.output
+    assert (out / "blur_classifier_paper.safetensors").is_file()
+    assert "1024-500-30-10-3" in (out / "blur_classifier_paper.md").read_text()
+    r = runner.invoke(
+        app,
         [
             "train",
             "grnn",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastdeblur.estimate import features as feats
-from fastdeblur.estimate.classifier import RBM, BlurClassifier, pretrain
+from fastdeblur.estimate.classifier import RBM, BlurClassifier, BlurCNN, dihedral, pretrain
 from fastdeblur.estimate.estimator import BlurEstimate, BlurEstimator
 from fastdeblur.estimate.patches import (
     estimate_noise,
@@ -145,6 +145,49 @@ def test_classifier_shapes_and_hidden_layers() -> None:
     assert model.hidden(x, depth=2).shape == (5, 30)
     with pytest.raises(ValueError, match="layers"):
         BlurClassifier((1024,))
+
+
+def test_cnn_classifier_is_exposure_and_contrast_invariant() -> None:
+    torch.manual_seed(0)
+    model = BlurCNN(width=4).eval()
+    patches = torch.stack([_textured(32, 32, seed=s)[0] for s in range(6)])
+    model.set_normalisation(patches.flatten(1))
+    x = patches.flatten(1)
+    logits = model(x)
+    assert logits.shape == (6, 3)
+    # a darker, lower-contrast exposure of the same patches gives the same verdict
+    torch.testing.assert_close(model(0.5 * x + 0.2), logits, atol=2e-2, rtol=0)
+
+
+def test_dihedral_turns_and_mirrors_whole_patches() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1024, generator=g)
+    y = dihedral(x, torch.Generator().manual_seed(3))
+    assert y.shape == x.shape
+    pats, outs = x.view(8, 32, 32), y.view(8, 32, 32)
+    for p, o in zip(pats, outs, strict=True):
+        images = [torch.rot90(q, k) for q in (p, p.flip(-1)) for k in range(4)]
+        assert any(torch.equal(o, im) for im in images)
+    assert not torch.equal(y, dihedral(x, torch.Generator().manual_seed(4))) or torch.equal(
+        y, x
+    )
+
+
+def test_cnn_classifier_saves_loads_and_estimates(tmp_path) -> None:
+    from fastdeblur.train import export_safetensors
+
+    torch.manual_seed(0)
+    model = BlurCNN(width=4)
+    model.set_normalisation(torch.rand(64, 1024))
+    path = tmp_path / "blur_classifier.safetensors"
+    export_safetensors(model, path, metadata={"arch": "cnn", "width": 4, "input_kind": "patch"})
+    loaded = BlurEstimator.load_classifier(path)
+    x = torch.rand(3, 1024)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    result = BlurEstimator(loaded).estimate(_textured(96, 96), params=False)
+    assert result.blur_type in ("gaussian", "motion", "defocus")
+    with pytest.raises(ValueError, match="paper"):
+        BlurEstimator(loaded, grnn_feature="hidden")
 
 
 def test_rbm_cd_loss_and_pretraining_copy_weights() -> None:

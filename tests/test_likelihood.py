@@ -120,6 +120,33 @@ def test_combiner_fit_posterior_and_round_trip() -> None:
     assert torch.allclose(again.posterior(probs, excess), post)
 
 
+def test_combiner_log_excess_lets_the_patch_classifier_overrule_a_far_off_likelihood() -> None:
+    """One family far off (hundreds of nats, the prior fitting badly) against a confident patch
+    classifier: on the linear scale the likelihood wins, on the log scale the patches can."""
+    g = torch.Generator().manual_seed(1)
+    labels = torch.arange(90) % 3
+    probs = torch.full((90, 3), 0.1, dtype=torch.float64)
+    probs[torch.arange(90), labels] = 0.8
+    excess = torch.rand(90, 3, generator=g, dtype=torch.float64) * 0.5 + 1
+    excess[torch.arange(90), labels] = 0.0
+    # half: the patches lean slightly to a wrong family and the likelihood has to decide
+    unsure = torch.arange(1, 90, 2)
+    probs[unsure] = 0.32
+    probs[unsure, (labels[unsure] + 2) % 3] = 0.36
+    wrong = torch.arange(0, 90, 10)  # every 10th: the likelihood prefers a wrong family by far
+    excess[wrong, labels[wrong]] = 300.0
+    excess[wrong, (labels[wrong] + 1) % 3] = 0.0
+    right = {}
+    for scale in ("linear", "log1p"):
+        comb = lk.Combiner.fit(probs, excess, labels, excess_scale=scale)
+        right[scale] = int((comb.scores(probs, excess).argmax(1) == labels).sum())
+        assert lk.Combiner.from_dict(comb.to_dict()).excess_scale == scale
+    assert right["log1p"] > right["linear"]
+    assert right["log1p"] == 90
+    with pytest.raises(ValueError, match="excess_scale"):
+        lk.Combiner(excess_scale="sqrt")
+
+
 def test_coarse_grid_covers_the_supported_range() -> None:
     from fastdeblur.synth import DEFAULT_RANGES
 

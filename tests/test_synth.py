@@ -88,3 +88,27 @@ def test_split_by_image_and_errors(tmp_path) -> None:
         BlurPatchDataset(tmp_path)
     with pytest.raises(ValueError, match="types"):
         BlurPatchDataset([torch.rand(1, 80, 80)], types=("box",))
+
+
+def test_dead_leaves_is_seeded_covered_and_scale_invariant() -> None:
+    from fastdeblur.synth import dead_leaves
+
+    a = dead_leaves(128, seed=1)
+    assert a.shape == (1, 128, 128) and a.dtype == torch.float32
+    assert torch.equal(a, dead_leaves(128, seed=1))
+    assert not torch.equal(a, dead_leaves(128, seed=2))
+    assert float(a.min()) >= 0.05 - 1e-6 and float(a.max()) <= 0.95 + 1e-6
+    # r^-3 radii give a power spectrum close to 1/|f|^2: doubling the frequency divides the
+    # radially averaged power by about 4
+    f = torch.fft.fftfreq(128) * 128
+    ring = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2).round().long().clamp(max=63).flatten()
+    counts = torch.bincount(ring, minlength=64).float()
+    power = torch.zeros(64)
+    for s in range(4):
+        x = dead_leaves(128, seed=10 + s)[0]
+        p = torch.fft.fft2(x - x.mean()).abs().square().flatten()
+        power += torch.zeros(64).index_add_(0, ring, p) / counts
+    ratio = float(power[8:16].mean() / power[16:32].mean())
+    assert 3.0 < ratio < 5.0, ratio
+    with pytest.raises(ValueError, match="r_min"):
+        dead_leaves(64, r_min=5.0, r_max=2.0)

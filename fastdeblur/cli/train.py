@@ -16,6 +16,11 @@ import typer
 from fastdeblur.cli._common import CLIError, cli_errors, console
 
 
+class ClassifierArch(StrEnum):
+    cnn = "cnn"
+    paper = "paper"
+
+
 class InputKind(StrEnum):
     spectrum = "spectrum"
     raw = "raw"
@@ -41,6 +46,15 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(train_app, name="train")
+
+    @train_app.callback()
+    def _flush_subnormals() -> None:
+        """Train models on synthetic data (checkpoints, resume, safetensors + model card)."""
+        import torch
+
+        # Before any parallel op: the intra-op worker threads inherit the flag from this thread
+        # when they are created, and cannot be given it later (see Trainer.fit).
+        torch.set_flush_denormal(True)
     from fastdeblur.cli.train_nafnet import add_commands
 
     add_commands(train_app)
@@ -52,8 +66,15 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(
             Path("fastdeblur/weights"), "--output", "-o", help="Folder for the weights and card."
         ),
+        arch: ClassifierArch = typer.Option(
+            ClassifierArch.cnn,
+            "--arch",
+            help="cnn (shipped: pixels + spectrum) or paper (1024-500-30-10-3, RBM pre-trained).",
+        ),
         input_kind: InputKind = typer.Option(
-            InputKind.spectrum, "--input", help="Patch input: spectrum (default) or raw (paper)."
+            InputKind.spectrum,
+            "--input",
+            help="Input of the paper network: spectrum (default) or raw (the paper's).",
         ),
         pretraining: bool = typer.Option(
             True, "--pretrain/--no-pretrain", help="Greedy RBM pre-training (the paper's)."
@@ -62,21 +83,33 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(8, "--epochs", help="Fine-tuning epochs."),
         batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
         lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate of the fine-tuning."),
-        n_train: int = typer.Option(36_000, "--patches", help="Training patches (1/3 per type)."),
+        n_train: int = typer.Option(
+            None,
+            "--patches",
+            help="Training patches, 1/3 per type (default 300,000 for cnn, the paper's 36,000).",
+        ),
         n_val: int = typer.Option(6_000, "--val-patches", help="Validation patches."),
+        dead_leaves: int = typer.Option(
+            None,
+            "--dead-leaves",
+            help="Extra training patches from synthetic dead-leaves images "
+            "(default a third of --patches for cnn, 0 for paper).",
+        ),
         seed: int = typer.Option(0, "--seed"),
         cache: Path = typer.Option(None, "--cache", help="Folder caching the patch sets."),
         checkpoints: Path = typer.Option(
             None, "--checkpoints", help="Checkpoint folder (resumes from it when it exists)."
         ),
     ) -> None:
-        """Train the blur-type patch classifier (1024-500-30-10-3)."""
+        """Train the blur-type patch classifier."""
         from fastdeblur.estimate.training import train_classifier
 
         if batch_size < 1 or lr <= 0:
             raise CLIError("--batch-size must be >= 1 and --lr > 0")
-        if n_train < 3 or n_val < 3:
+        if (n_train is not None and n_train < 3) or n_val < 3:
             raise CLIError("--patches and --val-patches must be >= 3")
+        if dead_leaves is not None and dead_leaves < 0:
+            raise CLIError("--dead-leaves must be >= 0")
         if images is not None and not images.is_dir():
             raise CLIError(f"--images: {images} is not a folder")
         metrics = train_classifier(
@@ -84,17 +117,21 @@ def register(app: typer.Typer) -> None:
             output,
             n_train=n_train,
             n_val=n_val,
+            dead_leaves=dead_leaves,
+            arch=arch.value,
             input_kind=input_kind.value,
             pretraining=pretraining,
             pretrain_epochs=pretrain_epochs,
             epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
             seed=seed,
             cache_dir=cache,
             checkpoint_dir=checkpoints,
         )
         console.print(
             f"validation patch accuracy {metrics['val_patch_accuracy']:.4f}; "
-            f"wrote {output / 'blur_classifier.safetensors'}"
+            f"wrote {metrics['weights_file']}"
         )
 
     @train_app.command("grnn")
@@ -105,12 +142,17 @@ def register(app: typer.Typer) -> None:
             Path("fastdeblur/weights"),
             "--weights",
             "-o",
-            help="Folder holding blur_classifier.safetensors; the GRNNs are written there.",
+            help="Folder holding the classifier (blur_classifier.safetensors, or "
+            "blur_classifier_paper.safetensors for --feature hidden); the GRNNs are written there.",
         ),
         feature: FeatureKind = typer.Option(
             FeatureKind.profile, "--feature", help="GRNN input: spectral profile or hidden layer."
         ),
-        n_train: int = typer.Option(36_000, "--patches", help="Training patches (1/3 per type)."),
+        n_train: int = typer.Option(
+            None,
+            "--patches",
+            help="Training patches, 1/3 per type (default 300,000 for cnn, the paper's 36,000).",
+        ),
         n_val: int = typer.Option(6_000, "--val-patches", help="Validation patches."),
         n_windows: int = typer.Option(
             36_000, "--windows", help="128×128 windows for the image-level GRNNs (0: none)."

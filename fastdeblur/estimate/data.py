@@ -55,6 +55,25 @@ def estimator_images(
     return train, val, names
 
 
+DEAD_LEAVES_IMAGES = 60
+
+
+def dead_leaves_images(n: int = DEAD_LEAVES_IMAGES, *, seed: int = 1000) -> list[torch.Tensor]:
+    """``n`` gray 256×256 dead-leaves images (:func:`fastdeblur.synth.dead_leaves`, seeds
+    ``seed``, ``seed + 1``, ...): extra training scenes for the patch classifier, never used for
+    validation."""
+    from fastdeblur.synth import dead_leaves
+
+    return [dead_leaves(256, seed=seed + i) for i in range(n)]
+
+
+def concat_patch_sets(a: dict, b: dict) -> dict:
+    """Two :func:`synth_patches` sets as one."""
+    return {
+        k: a[k] + b[k] if isinstance(a[k], list) else torch.cat([a[k], b[k]]) for k in a
+    }
+
+
 def synth_patches(
     images: Sequence[torch.Tensor],
     n: int,

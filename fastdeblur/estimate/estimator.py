@@ -13,7 +13,8 @@ configurations:
   families' likelihoods (and, where it helped on training images, the patch classifier's mean
   probabilities) into the type and a calibrated confidence; the parameters are the likelihood
   fit's of that type;
-- **paper** (``BlurEstimator.load(likelihood=False)``) — Yan & Shao's aggregate: type = arg-max
+- **paper** (``BlurEstimator.load(paper=True)``) — Yan & Shao's network
+  (``blur_classifier_paper.safetensors``) and aggregate: type = arg-max
   of the mean class probabilities over textured patches; parameters from the image-level GRNNs on
   the mean spectral profile of the textured patches (or the median of the per-patch estimates
   without them); the motion angle is the direction of the confidence-weighted mean of the
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 
 from fastdeblur.estimate import features as feats
-from fastdeblur.estimate.classifier import BlurClassifier
+from fastdeblur.estimate.classifier import BlurClassifier, BlurCNN
 from fastdeblur.estimate.patches import (
     PATCH_SIZE,
     estimate_noise,
@@ -53,6 +54,8 @@ from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, to_gray
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 CLASSIFIER_FILE = "blur_classifier.safetensors"
+# The paper's 1024-500-30-10-3 network, kept for its configuration (and the 'hidden' GRNN feature)
+PAPER_CLASSIFIER_FILE = "blur_classifier_paper.safetensors"
 GRNN_MANIFEST = "blur_grnn.json"
 LIKELIHOOD_FILE = "blur_likelihood.json"
 PARAM_NAMES: dict[str, tuple[str, ...]] = {
@@ -160,7 +163,7 @@ class BlurEstimator:
 
     def __init__(
         self,
-        classifier: BlurClassifier,
+        classifier: BlurClassifier | BlurCNN,
         grnns: dict[str, Any] | None = None,
         grnn_feature: str = "profile",
         image_grnns: dict[str, Any] | None = None,
@@ -169,6 +172,8 @@ class BlurEstimator:
         if grnn_feature not in feats.FEATURE_KINDS:
             kinds = ", ".join(feats.FEATURE_KINDS)
             raise ValueError(f"grnn_feature must be one of {kinds}; got {grnn_feature!r}")
+        if grnn_feature == "hidden" and not isinstance(classifier, BlurClassifier):
+            raise ValueError("grnn_feature 'hidden' needs the paper's classifier (arch paper)")
         self.classifier = classifier.eval()
         self.grnns = dict(grnns or {})
         self.grnn_feature = grnn_feature
@@ -178,14 +183,19 @@ class BlurEstimator:
     # ---- loading --------------------------------------------------------------------------
 
     @staticmethod
-    def load_classifier(path: str | Path) -> BlurClassifier:
-        """A :class:`BlurClassifier` from a safetensors file written by the training command."""
+    def load_classifier(path: str | Path) -> BlurClassifier | BlurCNN:
+        """The patch classifier (:class:`BlurCNN` or the paper's :class:`BlurClassifier`) from a
+        safetensors file written by the training command."""
         from fastdeblur.train import load_safetensors
 
         tensors, meta = load_safetensors(path)
-        if "layers" not in meta:
-            raise ValueError(f"{path}: not a blur classifier (no 'layers' metadata)")
-        model = BlurClassifier(meta["layers"], input_kind=meta.get("input_kind", "spectrum"))
+        model: BlurClassifier | BlurCNN
+        if meta.get("arch") == "cnn":
+            model = BlurCNN(meta["width"])
+        elif "layers" in meta:
+            model = BlurClassifier(meta["layers"], input_kind=meta.get("input_kind", "spectrum"))
+        else:
+            raise ValueError(f"{path}: not a blur classifier (no 'arch' or 'layers' metadata)")
         model.load_state_dict(tensors)
         return model.eval()
 
@@ -196,19 +206,18 @@ class BlurEstimator:
         *,
         with_grnn: bool = True,
         likelihood: bool = True,
+        paper: bool = False,
     ):
-        """Load ``blur_classifier.safetensors`` and, when present, the GRNNs listed in
-        ``blur_grnn.json`` and the likelihood stage ``blur_likelihood.json`` from ``weights_dir``
-        (default: the weights shipped in the package). ``likelihood=False`` gives the paper's
-        configuration."""
+        """Load the patch classifier and, when present, the GRNNs listed in ``blur_grnn.json``
+        and the likelihood stage ``blur_likelihood.json`` from ``weights_dir`` (default: the
+        weights shipped in the package).
+
+        ``paper=True`` gives the paper's configuration: its network
+        (``blur_classifier_paper.safetensors``) and its aggregate (no likelihood stage);
+        otherwise the classifier is ``blur_classifier.safetensors`` (the paper's network too when
+        the GRNNs read its hidden layer). ``likelihood=False`` leaves out the likelihood stage.
+        """
         folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-        classifier_path = folder / CLASSIFIER_FILE
-        if not classifier_path.is_file():
-            raise FileNotFoundError(
-                f"no blur classifier at {classifier_path}; train one with "
-                "`fastdeblur train classifier`"
-            )
-        classifier = cls.load_classifier(classifier_path)
         grnns: dict[str, Any] = {}
         image_grnns: dict[str, Any] = {}
         feature = "profile"
@@ -220,9 +229,18 @@ class BlurEstimator:
             image_grnns = {
                 t: _load_grnn(folder / name) for t, name in info.get("image_files", {}).items()
             }
+        paper_net = paper or feature == "hidden"
+        classifier_path = folder / (PAPER_CLASSIFIER_FILE if paper_net else CLASSIFIER_FILE)
+        if not classifier_path.is_file():
+            arch = " --arch paper" if paper_net else ""
+            raise FileNotFoundError(
+                f"no blur classifier at {classifier_path}; train one with "
+                f"`fastdeblur train classifier{arch}`"
+            )
+        classifier = cls.load_classifier(classifier_path)
         combiner = None
         lik_path = folder / LIKELIHOOD_FILE
-        if likelihood and lik_path.is_file():
+        if likelihood and not paper and lik_path.is_file():
             from fastdeblur.estimate.likelihood import Combiner
 
             combiner = Combiner.from_dict(json.loads(lik_path.read_text())["combiner"])
@@ -243,10 +261,13 @@ class BlurEstimator:
             logspec = feats.log_spectrum(patches)
             kind = self.classifier.input_kind
             x = logspec if kind == "spectrum" else feats.classifier_input(patches, kind)
-            probs = torch.softmax(self.classifier(x), dim=1)
+            # in chunks: the CNN's first feature maps take 64 KiB per patch
+            chunks = x.split(1024) if len(x) else (x,)
+            probs = torch.cat([torch.softmax(self.classifier(c), dim=1) for c in chunks])
             if self.grnn_feature == "profile":
                 f = feats.profile_features(patches, logspec)
             else:
+                assert isinstance(self.classifier, BlurClassifier)  # checked in __init__
                 f = self.classifier.hidden(x, depth=2)
         return probs, f
 

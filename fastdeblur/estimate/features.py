@@ -4,6 +4,9 @@ Classifier inputs (1024 values each, the size of the paper's first layer):
 
 - ``raw`` — the paper's input: the patch's pixels, standardised per patch (mean 0, std 1) so
   that exposure and contrast do not matter.
+- ``patch`` — the pixels as they are, flattened (the input of
+  :class:`~fastdeblur.estimate.classifier.BlurCNN`, which standardises them and takes the
+  spectrum itself).
 - ``spectrum`` — the log power spectrum ``log(|FFT(w·(p − mean))|² + ε)`` of the patch under a
   Hann window ``w``, minus its own mean (contrast-invariant). Blur acts on it additively
   (``log|K|²``): Gaussian blur bends it down smoothly, defocus rings with the zeros of a Bessel
@@ -21,7 +24,7 @@ import math
 
 import torch
 
-INPUT_KINDS: tuple[str, ...] = ("spectrum", "raw")
+INPUT_KINDS: tuple[str, ...] = ("spectrum", "raw", "patch")
 FEATURE_KINDS: tuple[str, ...] = ("profile", "hidden")
 N_RINGS = 8
 PROFILE_DIM = 3 * N_RINGS
@@ -75,7 +78,7 @@ def classifier_input(patches: torch.Tensor, kind: str = "spectrum") -> torch.Ten
 
     Args:
         patches: ``(N, P, P)`` intensities in [0, 1].
-        kind: ``spectrum`` or ``raw`` (see the module docstring).
+        kind: ``spectrum``, ``raw`` or ``patch`` (see the module docstring).
 
     Returns:
         ``(N, P·P)`` float32.
@@ -84,6 +87,8 @@ def classifier_input(patches: torch.Tensor, kind: str = "spectrum") -> torch.Ten
         raise ValueError(f"patches must be (N, P, P); got shape {tuple(patches.shape)}")
     if kind == "spectrum":
         return log_spectrum(patches)
+    if kind == "patch":
+        return patches.float().flatten(1)
     if kind == "raw":
         x = patches.float().flatten(1)
         return (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-3)

@@ -402,7 +402,11 @@ class Combiner:
 
     Scores ``score_k = w_patch · log p_k − w_nll · e_k + bias_k``, with ``p`` the patch
     classifier's mean class probabilities and ``e`` the family's NLL above the best family
-    (:meth:`LikelihoodFit.excess`, nats per 1000 bins); the verdict is the arg-max. The
+    (:meth:`LikelihoodFit.excess`, nats per 1000 bins), or ``log(1 + e)`` with
+    ``excess_scale="log1p"``; the verdict is the arg-max. The excess is heavy-tailed (hundreds of
+    nats where the power-law prior fits an image badly, a few where two families are close);
+    on the log scale one wrong but confident likelihood no longer outweighs the patch
+    classifier. The
     *confidence* is ``sigmoid(conf_a · log(m) + conf_b)`` with ``m`` the score margin between
     the verdict and the runner-up: the likelihood of a wrong family is off by a margin that
     depends on how far the image departs from the power-law prior, so the margin's logarithm,
@@ -417,12 +421,20 @@ class Combiner:
     bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
     conf_a: float = 1.0
     conf_b: float = 0.0
+    excess_scale: str = "linear"
+
+    def __post_init__(self) -> None:
+        if self.excess_scale not in EXCESS_SCALES:
+            raise ValueError(
+                f"excess_scale must be one of {', '.join(EXCESS_SCALES)}; got {self.excess_scale!r}"
+            )
 
     def scores(self, patch_probs: torch.Tensor, excess: torch.Tensor) -> torch.Tensor:
         """``(..., 3)`` scores from ``(..., 3)`` patch probabilities and NLL excesses."""
         logp = patch_probs.double().clamp_min(1e-6).log()
         bias = torch.tensor(self.bias, dtype=torch.float64)
-        return self.w_patch * logp - self.w_nll * excess.double() + bias
+        e = _scaled_excess(excess, self.excess_scale)
+        return self.w_patch * logp - self.w_nll * e + bias
 
     def posterior(self, patch_probs: torch.Tensor, excess: torch.Tensor) -> torch.Tensor:
         """``(..., 3)`` softmax of the scores."""
@@ -441,6 +453,7 @@ class Combiner:
         labels: torch.Tensor,
         *,
         use_patch: bool = True,
+        excess_scale: str = "linear",
         l2: float = 1e-3,
         max_error: float = 0.03,
     ) -> Combiner:
@@ -452,7 +465,7 @@ class Combiner:
         theta[1] = 0.1
         theta.requires_grad_(True)
         logp = patch_probs.double().clamp_min(1e-6).log()
-        e = excess.double()
+        e = _scaled_excess(excess, excess_scale)
 
         def score_of(th: torch.Tensor) -> torch.Tensor:
             w_patch = th[0] if use_patch else th[0] * 0
@@ -482,6 +495,7 @@ class Combiner:
             bias=(t[2], t[3], 0.0),
             conf_a=a,
             conf_b=b,
+            excess_scale=excess_scale,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -492,6 +506,7 @@ class Combiner:
             "bias": list(self.bias),
             "conf_a": self.conf_a,
             "conf_b": self.conf_b,
+            "excess_scale": self.excess_scale,
         }
 
     @classmethod
@@ -503,7 +518,16 @@ class Combiner:
             tuple(float(b) for b in d["bias"]),
             float(d.get("conf_a", 1.0)),
             float(d.get("conf_b", 0.0)),
+            str(d.get("excess_scale", "linear")),
         )
+
+
+EXCESS_SCALES: tuple[str, ...] = ("linear", "log1p")
+
+
+def _scaled_excess(excess: torch.Tensor, scale: str) -> torch.Tensor:
+    e = excess.double()
+    return torch.log1p(e) if scale == "log1p" else e
 
 
 def _log_margin(scores: torch.Tensor) -> torch.Tensor:

@@ -19,12 +19,17 @@ from fastdeblur.estimate import features as feats
 from fastdeblur.estimate.classifier import (
     PAPER_LAYERS,
     BlurClassifier,
+    BlurCNN,
     accuracy,
     finetune,
+    predict,
     pretrain,
 )
 from fastdeblur.estimate.data import (
+    DEAD_LEAVES_IMAGES,
     cached_patches,
+    concat_patch_sets,
+    dead_leaves_images,
     estimator_images,
     synth_patches,
     synth_windows,
@@ -32,6 +37,7 @@ from fastdeblur.estimate.data import (
 from fastdeblur.estimate.estimator import (
     CLASSIFIER_FILE,
     GRNN_MANIFEST,
+    PAPER_CLASSIFIER_FILE,
     BlurEstimator,
 )
 from fastdeblur.estimate.grnn import GRNN
@@ -84,8 +90,11 @@ def patch_sets(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    dead_leaves: int = 0,
 ) -> tuple[dict, dict, dict[str, list[str]]]:
-    """The training and validation patch sets (cached in ``cache_dir`` when given)."""
+    """The training and validation patch sets (cached in ``cache_dir`` when given); the
+    training set gains ``dead_leaves`` patches of :func:`~fastdeblur.estimate.data.
+    dead_leaves_images` (after the photos' ``n_train``)."""
     train_images, val_images, names = estimator_images(images, seed=seed)
     if not val_images:
         raise ValueError("no validation images: give more images")
@@ -100,7 +109,23 @@ def patch_sets(
         f"{tag}_val_{n_val}_s{seed + 1}",
         lambda: synth_patches(val_images, n_val, seed=seed + 1, progress=progress),
     )
+    if dead_leaves > 0:
+        n_images = dead_leaves_count(dead_leaves)
+        extra = cached_patches(
+            cache_dir,
+            f"deadleaves{n_images}_{dead_leaves}_s{seed + 2}",
+            lambda: synth_patches(
+                dead_leaves_images(n_images), dead_leaves, seed=seed + 2, progress=progress
+            ),
+        )
+        train = concat_patch_sets(train, extra)
     return train, val, names
+
+
+def dead_leaves_count(n_patches: int) -> int:
+    """Dead-leaves images behind ``n_patches`` patches: one per 1,000 patches, at most
+    :data:`~fastdeblur.estimate.data.DEAD_LEAVES_IMAGES` (each costs about 2 s to draw)."""
+    return min(DEAD_LEAVES_IMAGES, max(1, n_patches // 1000))
 
 
 def window_sets(
@@ -144,6 +169,7 @@ def fit_classifier(
     train: dict,
     val: dict,
     *,
+    arch: str = "cnn",
     input_kind: str = "spectrum",
     layers: tuple[int, ...] = PAPER_LAYERS,
     pretraining: bool = True,
@@ -154,12 +180,26 @@ def fit_classifier(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
-) -> tuple[BlurClassifier, dict[str, Any]]:
-    """Train a :class:`BlurClassifier` on patch sets; returns it and its validation metrics."""
+) -> tuple[BlurClassifier | BlurCNN, dict[str, Any]]:
+    """Train a patch classifier on patch sets; returns it and its validation metrics.
+
+    ``arch="cnn"`` trains :class:`BlurCNN` on the patches (turned and mirrored at random, no
+    pre-training: ``input_kind``, ``layers`` and ``pretraining`` are the paper network's);
+    ``arch="paper"`` the paper's :class:`BlurClassifier`, optionally RBM-pre-trained.
+    """
     seed_everything(seed)
-    x = feats.classifier_input(train["patches"], input_kind)
-    xv = feats.classifier_input(val["patches"], input_kind)
-    model = BlurClassifier(layers, input_kind=input_kind)
+    model: BlurClassifier | BlurCNN
+    if arch == "cnn":
+        x = train["patches"].float().flatten(1)
+        xv = val["patches"].float().flatten(1)
+        model = BlurCNN()
+        pretraining = False
+    elif arch == "paper":
+        x = feats.classifier_input(train["patches"], input_kind)
+        xv = feats.classifier_input(val["patches"], input_kind)
+        model = BlurClassifier(layers, input_kind=input_kind)
+    else:
+        raise ValueError(f"arch must be one of cnn, paper; got {arch!r}")
     model.set_normalisation(x)
     ckpt = None if checkpoint_dir is None else str(checkpoint_dir)
     pre = []
@@ -182,12 +222,13 @@ def fit_classifier(
         batch_size=batch_size,
         lr=lr,
         seed=seed,
+        augment=arch == "cnn",
         checkpoint_dir=None if ckpt is None else f"{ckpt}/finetune",
         progress=progress,
     )
     model.eval()
     metrics = classifier_metrics(model, xv, val["labels"], val["noise"])
-    metrics["train_patch_accuracy"] = accuracy(model, x, train["labels"])
+    metrics["train_patch_accuracy"] = accuracy(model, x[:36_000], train["labels"][:36_000])
     metrics["pretraining"] = pre
     metrics["val_accuracy_per_epoch"] = [
         round(r["val_accuracy"], 4) for r in history if "val_accuracy" in r
@@ -196,11 +237,10 @@ def fit_classifier(
 
 
 def classifier_metrics(
-    model: BlurClassifier, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor
 ) -> dict[str, Any]:
     """Patch accuracy overall, per type and per noise band, and the confusion matrix."""
-    with torch.no_grad():
-        pred = model(x).argmax(1)
+    pred = predict(model, x)
     out: dict[str, Any] = {"val_patch_accuracy": float((pred == y).float().mean())}
     for k, t in enumerate(BLUR_TYPES):
         out[f"val_accuracy_{t}"] = float((pred[y == k] == k).float().mean())
@@ -218,8 +258,10 @@ def train_classifier(
     images: str | Path | None,
     out_dir: str | Path,
     *,
-    n_train: int = 36_000,
+    n_train: int | None = None,
     n_val: int = 6_000,
+    dead_leaves: int | None = None,
+    arch: str = "cnn",
     input_kind: str = "spectrum",
     pretraining: bool = True,
     pretrain_epochs: int = 1,
@@ -231,13 +273,31 @@ def train_classifier(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Synthesise data, train the classifier, write ``blur_classifier.safetensors`` + card."""
+    """Synthesise data, train the classifier, write ``blur_classifier.safetensors`` (``cnn``)
+    or ``blur_classifier_paper.safetensors`` (``paper``) and its model card.
+
+    ``n_train`` defaults to 300,000 patches for the CNN (its accuracy on unseen images still grew
+    from 36,000 to 300,000) and to the paper's 36,000 for ``arch="paper"``. ``dead_leaves``
+    extra training patches come from dead-leaves images (default: a third of ``n_train`` for the
+    CNN, +3.9 points of validation accuracy at equal epochs; none for the paper's network).
+    """
+    if n_train is None:
+        n_train = 300_000 if arch == "cnn" else 36_000
+    if dead_leaves is None:
+        dead_leaves = n_train // 3 if arch == "cnn" else 0
     train, val, names = patch_sets(
-        images, n_train=n_train, n_val=n_val, seed=seed, cache_dir=cache_dir, progress=progress
+        images,
+        n_train=n_train,
+        n_val=n_val,
+        seed=seed,
+        cache_dir=cache_dir,
+        progress=progress,
+        dead_leaves=dead_leaves,
     )
     model, metrics = fit_classifier(
         train,
         val,
+        arch=arch,
         input_kind=input_kind,
         pretraining=pretraining,
         pretrain_epochs=pretrain_epochs,
@@ -248,35 +308,37 @@ def train_classifier(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
     )
-    out = Path(out_dir) / CLASSIFIER_FILE
-    export_safetensors(
-        model,
-        out,
-        metadata={
-            "layers": list(model.layers_spec),
-            "input_kind": input_kind,
-            "classes": list(BLUR_TYPES),
-            "pretraining": pretraining,
-        },
-    )
+    cnn = isinstance(model, BlurCNN)
+    out = Path(out_dir) / (CLASSIFIER_FILE if cnn else PAPER_CLASSIFIER_FILE)
+    meta: dict[str, Any] = {"arch": arch, "classes": list(BLUR_TYPES)}
+    if cnn:
+        meta |= {"width": model.width, "input_kind": model.input_kind}
+    else:
+        meta |= {"layers": list(model.layers_spec), "input_kind": input_kind}
+        meta["pretraining"] = pretraining
+    export_safetensors(model, out, metadata=meta)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, list)}
-    write_model_card(
-        out,
-        title="Blur-type patch classifier (1024-500-30-10-3)",
-        description=(
-            "Classifies a gray 32×32 patch as Gaussian, motion or defocus blur (Yan & Shao, "
-            "TIP 2016 architecture). Input: "
-            + (
-                "the patch's mean-free log power spectrum (Hann window)."
-                if input_kind == "spectrum"
-                else "the patch's pixels, standardised per patch."
-            )
-            + " Load with `fastdeblur.estimate.BlurEstimator.load_classifier`."
-        ),
-        data=_data_text(images, names, n_train, n_val),
-        command=command_line(),
-        metrics=shown,
-        details={
+    if cnn:
+        title = "Blur-type patch classifier (CNN on pixels + MLP on the log spectrum)"
+        what = (
+            "a small CNN on the standardised pixels (edge profiles) beside an MLP on the "
+            "mean-free log power spectrum (Hann window), joined by an MLP head "
+            "(`fastdeblur.estimate.classifier.BlurCNN`)."
+        )
+        details = {
+            "network": f"BlurCNN width {model.width}: conv 5×5 → 4 conv 3×3 (3 with stride 2) → "
+            "4×4×64, spectrum 1024-512-128, head 1152-256-3 (ReLU, dropout)",
+            "augmentation": "random 90° turns and mirrors of the patches",
+            "pre-training": "none (RBM pre-training is the paper network's)",
+        }
+    else:
+        title = "Blur-type patch classifier (1024-500-30-10-3)"
+        what = "Yan & Shao's (TIP 2016) network on " + (
+            "the patch's mean-free log power spectrum (Hann window)."
+            if input_kind == "spectrum"
+            else "the patch's pixels, standardised per patch."
+        )
+        details = {
             "layers": "-".join(map(str, model.layers_spec)) + " (sigmoid hidden, softmax out)",
             "pre-training": (
                 f"greedy RBMs (Gaussian-Bernoulli visible layer, CD-1), {pretrain_epochs} "
@@ -284,13 +346,33 @@ def train_classifier(
                 if pretraining
                 else "none"
             ),
-            "fine-tuning": (
-                f"cross-entropy, Adam lr {lr:g} with cosine decay, batch {batch_size}, "
-                f"{epochs} epochs"
-            ),
-            "seed": seed,
-        },
+        }
+    details["fine-tuning"] = (
+        f"cross-entropy, Adam lr {lr:g} with cosine decay, batch {batch_size}, {epochs} epochs"
     )
+    details["seed"] = seed
+    write_model_card(
+        out,
+        title=title,
+        description=(
+            "Classifies a gray 32×32 patch as Gaussian, motion or defocus blur. Model: "
+            + what
+            + " Load with `fastdeblur.estimate.BlurEstimator.load_classifier`."
+        ),
+        data=_data_text(images, names, n_train, n_val)
+        + (
+            f" Plus {dead_leaves} training patches of {dead_leaves_count(dead_leaves)} synthetic "
+            "dead-leaves "
+            "images (`fastdeblur.synth.dead_leaves`, 256×256, disk radii 1–80 px with "
+            "p(r) ∝ r⁻³), blurred the same way."
+            if dead_leaves
+            else ""
+        ),
+        command=command_line(),
+        metrics=shown,
+        details=details,
+    )
+    metrics["weights_file"] = str(out)
     return metrics
 
 
@@ -366,7 +448,9 @@ def train_grnn(
     ``n_windows > 0``, the image-level GRNNs on 128×128 windows; write them, a manifest and
     model cards there."""
     weights_dir = Path(weights_dir)
-    classifier = BlurEstimator.load_classifier(weights_dir / CLASSIFIER_FILE)
+    # the 'hidden' feature is the paper network's 30-d layer
+    file = PAPER_CLASSIFIER_FILE if feature == "hidden" else CLASSIFIER_FILE
+    classifier = BlurEstimator.load_classifier(weights_dir / file)
     train, val, names = patch_sets(
         images, n_train=n_train, n_val=n_val, seed=seed, cache_dir=cache_dir, progress=progress
     )
