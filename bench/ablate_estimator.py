@@ -67,22 +67,17 @@ def main() -> None:
         "n_val": args.n_val,
     }
     models = {}
+    # the same budget for every network
+    budget = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    budget["progress"] = False
+    paper = {"arch": "paper", "pretrain_epochs": args.pretrain_epochs, **budget}
     if args.only in (None, "classifier"):
         rows = []
         for input_kind in ("raw", "spectrum"):
             for pre in (False, True):
                 t0 = time.perf_counter()
                 model, m = fit_classifier(
-                    train,
-                    val,
-                    arch="paper",
-                    input_kind=input_kind,
-                    pretraining=pre,
-                    pretrain_epochs=args.pretrain_epochs,
-                    epochs=args.epochs,
-                    batch_size=args.batch_size,
-                    lr=args.lr,
-                    progress=False,
+                    train, val, input_kind=input_kind, pretraining=pre, **paper
                 )
                 models[(input_kind, pre)] = model
                 row = {
@@ -97,15 +92,7 @@ def main() -> None:
                     flush=True,
                 )
         t0 = time.perf_counter()
-        _, m = fit_classifier(
-            train,
-            val,
-            arch="cnn",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            progress=False,
-        )
+        _, m = fit_classifier(train, val, arch="cnn", **budget)
         row = {
             "arch": "cnn",
             "input": "patch (pixels + spectrum)",
@@ -120,16 +107,7 @@ def main() -> None:
         if ("spectrum", True) in models:
             classifier = models[("spectrum", True)]
         else:  # the 'hidden' feature is the paper network's 30-d layer: train one
-            classifier, _ = fit_classifier(
-                train,
-                val,
-                arch="paper",
-                pretrain_epochs=args.pretrain_epochs,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                progress=False,
-            )
+            classifier, _ = fit_classifier(train, val, **paper)
         rows = []
         for feature in ("profile", "hidden"):
             est = BlurEstimator(classifier, grnn_feature=feature)
