@@ -71,7 +71,23 @@ def patch_accuracy(est: BlurEstimator, images: list, noise: float, n: int, seed:
     out = {"patch_accuracy": float((pred == y).float().mean()), "n_patches": n}
     for k, t in enumerate(BLUR_TYPES):
         out[f"patch_accuracy_{t}"] = float((pred[y == k] == k).float().mean())
+    # where in the range the classifier is reliable: each type's size parameter in thirds
+    by_size = {}
+    for k, t in enumerate(BLUR_TYPES):
+        name = SIZE_PARAM[t]
+        low, high = DEFAULT_RANGES[t][name]
+        idx = torch.nonzero(y == k).squeeze(1)
+        size = torch.tensor([data["params"][i][name] for i in idx.tolist()])
+        edges = torch.linspace(low, high, 4).tolist()
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            inside = (size >= a) & (size <= b)
+            key = f"{t} {name} {a:.1f}-{b:.1f}"
+            by_size[key] = float((pred[idx[inside]] == k).float().mean())
+    out["patch_accuracy_by_size"] = by_size
     return out
+
+
+SIZE_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
 
 
 CONF_BINS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0001)
@@ -206,7 +222,12 @@ def main() -> None:
             (p["speed_estimate_1024x768_rgb"] for p in parts if p["speed_estimate_1024x768_rgb"]),
             None,
         )
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        out = Path(args.out)
+        if result["speed_estimate_1024x768_rgb"] is None and out.is_file():
+            # quality-only parts (--no-speed) keep the timings already in the results file
+            before = json.loads(out.read_text())
+            result |= {k: v for k, v in before.items() if k.startswith("speed")}
+        out.write_text(json.dumps(result, indent=2) + "\n")
         return
 
     est = BlurEstimator.load(args.weights)
