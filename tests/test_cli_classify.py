@@ -195,3 +195,5 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "not a folder" in r.output
     r = runner.invoke(_app(), ["train", "classifier", "--patches", "1", "--output", str(tmp_path)])
     assert r.exit_code == 1 and "--patches" in r.output
+    r = runner.invoke(_app(), ["train", "classifier", "--input", "raw", "--output", str(tmp_path)])
+    assert r.exit_code == 1 and "--arch paper" in r.output

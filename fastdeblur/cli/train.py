@@ -110,6 +110,8 @@ def register(app: typer.Typer) -> None:
             raise CLIError("--patches and --val-patches must be >= 3")
         if dead_leaves is not None and dead_leaves < 0:
             raise CLIError("--dead-leaves must be >= 0")
+        if arch is ClassifierArch.cnn and input_kind is not InputKind.spectrum:
+            raise CLIError("--input chooses the input of the paper network: add --arch paper")
         if images is not None and not images.is_dir():
             raise CLIError(f"--images: {images} is not a folder")
         metrics = train_classifier(
