@@ -40,7 +40,7 @@ def _records(args: tuple) -> list[dict]:
     from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, sample_params
 
     train, _, names = estimator_images(folder)
-    paper = BlurEstimator.load(likelihood=False)
+    patch_stage = BlurEstimator.load(likelihood=False)  # the shipped classifier, no verdict
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(train), generator=g)[:n_images].tolist()
     out = []
@@ -52,7 +52,7 @@ def _records(args: tuple) -> list[dict]:
             if noise > 0:
                 y = y + noise * torch.randn(y.shape, generator=g)
             y = y.clamp(0, 1)
-            r = paper.estimate(y, params=False)
+            r = patch_stage.estimate(y, params=False)
             gray = y[0]
             fit = fit_likelihood(gray, estimate_noise(_noise_crop(gray)))
             out.append({
