@@ -66,7 +66,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 NOISE_SIGMA = 0.01
-MAIN_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
 CROP = 256  # central crops of the photos: keeps a full run to minutes on 2 CPU cores
 CONFIDENCES = [0.0, 0.4, 0.5, 1.01]
 RESIDUALS = [1.0, 1.1, 1.2, 1.3, 1.5, 99.0]  # 99: never
@@ -257,7 +256,7 @@ def _noisy(blurred: torch.Tensor, seed: int) -> torch.Tensor:
 def synthetic_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:
     from fastdeblur import psf
     from fastdeblur.convolution import convolve
-    from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES
+    from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, SIZE_PARAM
 
     g = torch.Generator().manual_seed(0)
     n = len(names)
@@ -269,8 +268,8 @@ def synthetic_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:
         sharp_t = load_image(shared, name)
         sharp = _np(sharp_t)
         for t in BLUR_TYPES:
-            low, high = DEFAULT_RANGES[t][MAIN_PARAM[t]]
-            params = {MAIN_PARAM[t]: low + (high - low) * (order[t][i] + 0.5) / n}
+            low, high = DEFAULT_RANGES[t][SIZE_PARAM[t]]
+            params = {SIZE_PARAM[t]: low + (high - low) * (order[t][i] + 0.5) / n}
             if t == "motion":
                 params["angle"] = angles[i]
             kernel = psf.from_params(t, params, dtype=torch.float32)

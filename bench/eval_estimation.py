@@ -42,7 +42,7 @@ from fastdeblur.estimate.data import estimator_images, synth_patches
 from fastdeblur.estimate.estimator import BlurEstimator
 from fastdeblur.estimate.patches import texture_threshold
 from fastdeblur.estimate.training import _shown_path
-from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, sample_params
+from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, SIZE_PARAM, sample_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOISE_LEVELS = (0.0, 0.005, 0.01, 0.02)
@@ -86,8 +86,6 @@ def patch_accuracy(est: BlurEstimator, images: list, noise: float, n: int, seed:
     out["patch_accuracy_by_size"] = by_size
     return out
 
-
-SIZE_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
 
 
 CONF_BINS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0001)

@@ -35,6 +35,9 @@ from fastdeblur.convolution import convolve
 
 BLUR_TYPES: tuple[str, ...] = ("gaussian", "motion", "defocus")
 
+# The parameter that sets each family's size (the blur map's and the benchmarks' "how large").
+SIZE_PARAM: dict[str, str] = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
+
 DEFAULT_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "gaussian": {"sigma": (0.5, 5.0)},
     "motion": {"length": (3.0, 31.0), "angle": (0.0, 180.0)},

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastdeblur.estimate.features import log_spectrum
 from fastdeblur.train import Trainer
 
 PAPER_LAYERS: tuple[int, ...] = (1024, 500, 30, 10, 3)
@@ -126,16 +127,12 @@ class BlurCNN(nn.Module):
     def set_normalisation(self, x: torch.Tensor) -> None:
         """Store the per-frequency mean and std of the log spectra of training patches
         ``x (N, 1024)`` (flattened 32×32 patches)."""
-        from fastdeblur.estimate.features import log_spectrum
-
         spec = torch.cat([log_spectrum(c.view(-1, 32, 32)) for c in x.split(20_000)])
         self.spectrum_mean.copy_(spec.mean(0))
         self.spectrum_std.copy_(spec.std(0).clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(N, 3)`` of flattened 32×32 patches ``x (N, 1024)`` in [0, 1]."""
-        from fastdeblur.estimate.features import log_spectrum
-
         p = x.float().view(-1, 32, 32)
         z = p - p.mean(dim=(-2, -1), keepdim=True)
         z = z / (z.std(dim=(-2, -1), keepdim=True) + 1e-3)

@@ -42,14 +42,15 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   on a photo of parallel edges, a small defocus read as a Gaussian), so the next family's
   fit is tried before NAFNet. Measured on held-out photos,
   256×256 crops, σn = 0.01, never on Levin (mean PSNR; blurred input 22.88 dB on 51 uniform
-  Gaussian/motion/defocus blurs, 23.88 on 12 random camera shakes): ``auto`` 26.35 / 24.67,
-  the true kernel with the same deconvolution 26.61 / 30.78 (gap 0.26 dB on the parametric
-  blurs: target 0.5 dB, met), the verdict's kernel alone 25.44 / 24.67, the verdict's kernel
-  or NAFNet 26.11 / 24.67, NAFNet alone 23.44 / 24.21. The thresholds
+  Gaussian/motion/defocus blurs, 23.88 on 12 random camera shakes): ``auto`` 26.35 / 24.62,
+  the true kernel with the same deconvolution 26.61 / 30.78 (gap 0.25 dB on the parametric
+  blurs: target 0.5 dB, met), the verdict's kernel alone 25.44 / 24.62, the verdict's kernel
+  or NAFNet 26.11 / 24.62, NAFNet alone 23.44 / 24.21. The thresholds
   are the best of the sweep in the JSON. On real camera shake (Levin, 32 images, noise-free,
-  circular borders) the estimator mostly reads a small Gaussian (σ 0.7–1.1), the checks pass
-  it, and ``auto`` gives 20.61 dB against 21.26 for the input and 21.36 for NAFNet: the error
-  ratio is <= 2 on 19 % of the images (the field's bar: 90 %, missed).
+  circular borders) the estimator mostly reads a small Gaussian (σ 0.8–1.1) or defocus (radius
+  1.0–1.6), the checks pass it, and ``auto`` gives 20.71 dB against 21.26 for the input and
+  21.36 for NAFNet: the error ratio is <= 2 on 22 % of the images (the field's bar: 90 %,
+  missed).
 
   ``DeblurResult.details`` says what ran and why (``reason``, one line), every kernel tried
   (``candidates``: its ``residual``, ``overshoot``, where it was tested and whether it was
@@ -74,6 +75,7 @@ import torch
 from fastdeblur.convolution import _from_tensor, _to_tensor
 from fastdeblur.restore import uniform, varying
 from fastdeblur.restore.tiling import tiled
+from fastdeblur.synth import SIZE_PARAM
 
 METHODS: tuple[str, ...] = ("auto", "wiener", "rl", "hyperlaplacian", "nafnet")
 # The noise level to regularise a JPEG-compressed image with, at least (``noise_floor``; the
@@ -198,7 +200,6 @@ MAX_CANDIDATES = 3
 # thresholds above were set on 256² crops), and deconvolve the whole image once, with the
 # kernel that passed: a rejected kernel then costs a fraction of a full deconvolution.
 SCREEN_SIZE = 384
-_MAIN_PARAM = {"gaussian": "sigma", "motion": "length", "defocus": "radius"}
 _TYPES = ("gaussian", "motion", "defocus")
 
 
@@ -223,7 +224,7 @@ def map_agreement(est: Any) -> dict[str, float] | None:
     if int(textured.sum()) < 4:
         return None
     same = types[textured] == _TYPES.index(est.blur_type)
-    main = torch.as_tensor(blur_map.params[_MAIN_PARAM[est.blur_type]])[textured][same]
+    main = torch.as_tensor(blur_map.params[SIZE_PARAM[est.blur_type]])[textured][same]
     main = main[torch.isfinite(main)].double()
     spread = float("inf")
     if main.numel() >= 2:
@@ -556,20 +557,19 @@ def deblur_with_details(
         timings["deconvolution"] = timings.get("deconvolution", 0.0) + _clock(dev) - t0
         return result
 
-    if estimate_result is None:
-        out = deconvolve(k)
-    elif method != "auto":
-        out = deconvolve(k)
-        t2 = _clock(dev)
-        details["residual"] = blur_residual(y, out, k, sigma)
-        details["overshoot"] = overshoot(out, k, y)
-        timings["residual"] = _clock(dev) - t2
-    else:
+    if estimate_result is not None and method == "auto":
         accepted = _first_fitting_kernel(y, candidates, chosen, sigma, details, timings, dev,
                                          deconvolve)
         if accepted is None:
             return learned()
         k, out = accepted
+    else:
+        out = deconvolve(k)
+        if estimate_result is not None:  # an explicit method: report how well the kernel fits
+            t2 = _clock(dev)
+            details["residual"] = blur_residual(y, out, k, sigma)
+            details["overshoot"] = overshoot(out, k, y)
+            timings["residual"] = _clock(dev) - t2
     t3 = _clock(dev)
     out = out.clamp(0, 1).to(x.dtype if x.is_floating_point() else torch.float32)
     if info["kind"] == "tensor":
@@ -627,6 +627,7 @@ def _first_fitting_kernel(
     """
     window = screening_window(y)
     tried: list[dict[str, Any]] = []
+    details["candidates"] = tried
     rejections: list[str] = []
     for description, kc in candidates:
         if kc.ndim == 4 or window is None:
@@ -644,7 +645,6 @@ def _first_fitting_kernel(
                  "tested_on": "whole image" if full is not None else "screening window"}
         timings["residual"] = timings.get("residual", 0.0) + _clock(dev) - t0
         tried.append(entry)
-        details["candidates"] = tried
         # (the estimate's confidence was tested before: this tests the kernel only)
         why_not = fallback_reason(None, entry["residual"], entry["overshoot"])
         if why_not is None:
