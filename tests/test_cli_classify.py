@@ -141,8 +141,6 @@ def test_train_classifier_and_grnn_tiny(tmp_path: Path) -> None:
             "15",
             "--epochs",
             "1",
-            "--pretrain-epochs",
-            "1",
             "--checkpoints",
             str(tmp_path / "ck"),
         ],
@@ -197,3 +195,6 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "--patches" in r.output
     r = runner.invoke(_app(), ["train", "classifier", "--input", "raw", "--output", str(tmp_path)])
     assert r.exit_code == 1 and "--arch paper" in r.output
+    for flags in (["--pretrain"], ["--no-pretrain"], ["--pretrain-epochs", "2"]):
+        r = runner.invoke(_app(), ["train", "classifier", *flags, "--output", str(tmp_path)])
+        assert r.exit_code == 1 and "--arch paper" in r.output, r.output

@@ -76,10 +76,14 @@ def register(app: typer.Typer) -> None:
             "--input",
             help="Input of the paper network: spectrum (default) or raw (the paper's).",
         ),
-        pretraining: bool = typer.Option(
-            True, "--pretrain/--no-pretrain", help="Greedy RBM pre-training (the paper's)."
+        pretraining: bool | None = typer.Option(
+            None,
+            "--pretrain/--no-pretrain",
+            help="Greedy RBM pre-training of the paper network (default on with --arch paper).",
         ),
-        pretrain_epochs: int = typer.Option(1, "--pretrain-epochs", help="Epochs per RBM."),
+        pretrain_epochs: int | None = typer.Option(
+            None, "--pretrain-epochs", help="Epochs per RBM of the paper network (default 1)."
+        ),
         epochs: int = typer.Option(8, "--epochs", help="Fine-tuning epochs."),
         batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
         lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate of the fine-tuning."),
@@ -112,6 +116,10 @@ def register(app: typer.Typer) -> None:
             raise CLIError("--dead-leaves must be >= 0")
         if arch is ClassifierArch.cnn and input_kind is not InputKind.spectrum:
             raise CLIError("--input chooses the input of the paper network: add --arch paper")
+        if arch is ClassifierArch.cnn and (pretraining is not None or pretrain_epochs is not None):
+            raise CLIError("--pretrain options apply to the paper network: add --arch paper")
+        if pretrain_epochs is not None and pretrain_epochs < 1:
+            raise CLIError("--pretrain-epochs must be >= 1")
         if images is not None and not images.is_dir():
             raise CLIError(f"--images: {images} is not a folder")
         metrics = train_classifier(
@@ -122,8 +130,8 @@ def register(app: typer.Typer) -> None:
             dead_leaves=dead_leaves,
             arch=arch.value,
             input_kind=input_kind.value,
-            pretraining=pretraining,
-            pretrain_epochs=pretrain_epochs,
+            pretraining=pretraining is not False,
+            pretrain_epochs=1 if pretrain_epochs is None else pretrain_epochs,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
