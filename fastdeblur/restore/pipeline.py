@@ -48,7 +48,7 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   or NAFNet 26.11 / 24.62, NAFNet alone 23.44 / 24.21. The thresholds
   are the best of the sweep in the JSON. On real camera shake (Levin, 32 images, noise-free,
   circular borders) the estimator mostly reads a small Gaussian (σ 0.8–1.1) or defocus (radius
-  1.0–1.6), the checks pass it, and ``auto`` gives 20.71 dB against 21.26 for the input and
+  1.0–1.6), the checks pass it, and ``auto`` gives 20.72 dB against 21.26 for the input and
   21.36 for NAFNet: the error ratio is <= 2 on 22 % of the images (the field's bar: 90 %,
   missed).
 
