@@ -46,3 +46,20 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdeblur::{op}", dispatch_key)
     except RuntimeError:  # op not registered at all
         return False
+
+
+def flush_subnormals(on: bool = True) -> None:
+    """Flush subnormal floats to zero on this thread and on every intra-op worker thread.
+
+    ``torch.set_flush_denormal`` sets the flag on the calling thread only, and the intra-op
+    pool's workers copy it only when they are created: in a process that already ran a parallel
+    op, the workers keep computing with subnormals (several times slower on x86). The native
+    extension sets the flag on each existing worker; without it, only this thread and workers
+    created later are covered.
+
+    Args:
+        on: Flush (True) or keep (False) subnormal floats.
+    """
+    torch.set_flush_denormal(on)
+    if has_native() and hasattr(torch.ops.fastdeblur, "set_flush_denormal_all_threads"):
+        torch.ops.fastdeblur.set_flush_denormal_all_threads(on)

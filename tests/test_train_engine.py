@@ -162,3 +162,22 @@ def test_training_flushes_subnormals() -> None:
     _trainer(model, data, None).fit()
     tiny = torch.tensor([1e-39], dtype=torch.float32)  # below float32's normal range
     assert float(tiny * 1.0) == 0.0
+
+
+def test_flush_subnormals_reaches_existing_worker_threads() -> None:
+    """torch.set_flush_denormal covers the calling thread only; the native helper also sets
+    the flag on intra-op workers created before it (every chunk of a parallel op flushes)."""
+    from fastdeblur._ext import flush_subnormals, has_native
+
+    if not has_native():
+        pytest.skip("needs the native extension")
+    torch.ones(1 << 20) * 1.0  # a parallel op: the worker pool exists from here on
+    try:
+        flush_subnormals(False)
+        # made after the flag is off: with it on, even writing the constant flushes it
+        x = torch.full((1 << 20,), 1e-39, dtype=torch.float32)  # many chunks of a parallel op
+        assert bool((x * 1.5 != 0).all()), "subnormals were flushed on some thread"
+        flush_subnormals(True)
+        assert bool((x * 1.5 == 0).all()), "a worker thread kept computing with subnormals"
+    finally:
+        flush_subnormals(True)  # the state training leaves behind

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastdeblur._ext import flush_subnormals
 from fastdeblur.train import distributed
 
 LossFn = Callable[[nn.Module, Any], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
@@ -293,9 +294,9 @@ class Trainer:
             self.load_checkpoint()
         # Weight decay drives the weights of dead ReLU units into the subnormal range, where x86
         # arithmetic is many times slower: a CNN's epochs grew from 97 s to 452 s. Training
-        # never needs subnormals. The flag is per thread: intra-op workers created before this
-        # call keep theirs, so `fastdeblur train` also sets it before any parallel op.
-        torch.set_flush_denormal(True)
+        # never needs subnormals. The flag is per thread; flush_subnormals reaches the intra-op
+        # workers that already exist too.
+        flush_subnormals(True)
         total = self.epochs * self.steps_per_epoch
         bar = None
         if self.show_progress:
