@@ -106,6 +106,9 @@ class DeblurPairDataset(torch.utils.data.Dataset):
         augment: Random flips and 90° rotations of the sharp window.
         min_gradient_energy: Redraw the location (up to 10 times) while the sharp patch's
             :func:`fastdeblur.synth.gradient_energy` is below this (skips flat sky).
+        shake_speed_variation: Camera-shake kernels get a ``speed_variation`` drawn uniformly
+            in ``[0, shake_speed_variation]`` (:func:`fastdeblur.psf.camera_shake`: dwell
+            points like recorded shake); 0 (default) keeps constant speed and the same pairs.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class DeblurPairDataset(torch.utils.data.Dataset):
         clip: bool = True,
         augment: bool = True,
         min_gradient_energy: float = 1e-4,
+        shake_speed_variation: float = 0.0,
     ) -> None:
         if images is None or isinstance(images, str | Path):
             images = load_rgb_images(images)
@@ -147,6 +151,9 @@ class DeblurPairDataset(torch.utils.data.Dataset):
             noise_sigma = (float(noise_sigma), float(noise_sigma))
         if not 0 <= noise_sigma[0] <= noise_sigma[1]:
             raise ValueError(f"noise_sigma must be >= 0 (low <= high); got {noise_sigma}")
+        if not (math.isfinite(shake_speed_variation) and shake_speed_variation >= 0):
+            raise ValueError(f"shake_speed_variation must be >= 0; got {shake_speed_variation}")
+        self.shake_speed_variation = float(shake_speed_variation)
         self.patch_size = patch_size
         self.length = length
         self.families = tuple(families)
@@ -176,7 +183,11 @@ class DeblurPairDataset(torch.utils.data.Dataset):
         if family == "camera_shake":
             low, high = SHAKE_SIZES
             size = 2 * int(torch.randint(low // 2, high // 2 + 1, (), generator=g)) + 1
-            kernel = psf_models.camera_shake(size, generator=g, dtype=torch.float32)
+            # a varying speed only when asked: the pairs of the default draw nothing more
+            speed = (_uniform(g, 0.0, self.shake_speed_variation)
+                     if self.shake_speed_variation > 0 else 0.0)
+            kernel = psf_models.camera_shake(size, generator=g, speed_variation=speed,
+                                             dtype=torch.float32)
             return "kernel", kernel, size // 2 + 1
         from fastdeblur.fields import FIELD_TYPES
 

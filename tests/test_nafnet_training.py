@@ -92,6 +92,20 @@ def test_pairs_blur_and_noise() -> None:
     assert gray[0]["sharp"].shape == (3, 16, 16)
 
 
+def test_pairs_shake_speed_variation_changes_camera_shake_only() -> None:
+    """Dwell-point camera shake is opt-in: other families, and the default, are unchanged."""
+    images = _smooth_images(2)
+    plain = DeblurPairDataset(images, patch_size=32, length=10, seed=3, noise_sigma=0.0)
+    dwell = DeblurPairDataset(images, patch_size=32, length=10, seed=3, noise_sigma=0.0,
+                              shake_speed_variation=1.5)
+    shake = BLUR_FAMILIES.index("camera_shake")
+    for i in range(len(BLUR_FAMILIES)):
+        same = torch.equal(plain[i]["blurred"], dwell[i]["blurred"])
+        assert same == (i != shake), BLUR_FAMILIES[i]
+    with pytest.raises(ValueError, match="shake_speed_variation"):
+        DeblurPairDataset(images, shake_speed_variation=-1.0)
+
+
 def test_pair_dataset_rejects_bad_arguments() -> None:
     images = _smooth_images(1)
     with pytest.raises(ValueError, match="families"):
@@ -224,6 +238,23 @@ def test_resume_may_change_the_total_steps(image_dir: Path, tmp_path: Path) -> N
     assert longer["steps"] == 8
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [rec["epoch"] for rec in log if "val_psnr" in rec] == [0, 1, 2, 3]
+
+
+def test_resume_of_a_run_from_before_a_setting_existed(image_dir: Path, tmp_path: Path) -> None:
+    """A config.json without a later-added setting resumes when that setting is at its default,
+    and not when it was changed."""
+    cfg = _tiny_config(image_dir, steps=4, epoch_size=4)
+    train_nafnet(cfg, tmp_path / "run", progress=False, max_steps=2)
+    path = tmp_path / "run" / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["shake_speed_variation"]
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="shake_speed_variation"):
+        changed = _tiny_config(image_dir, steps=4, epoch_size=4)
+        changed.shake_speed_variation = 1.0
+        train_nafnet(changed, tmp_path / "run", progress=False, resume=True)
+    done = train_nafnet(cfg, tmp_path / "run", progress=False, resume=True)
+    assert done["steps"] == 4
 
 
 def test_load_nafnet_errors(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ def nafnet(
                                      "--epoch-size pairs every epoch."),
     fused: bool = typer.Option(True, "--fused/--no-fused",
                                help="Train on the fused NAF block kernels."),
+    shake_speed_variation: float = typer.Option(
+        0.0, "--shake-speed-variation", min=0.0,
+        help="Camera-shake kernels with a speed varying along the path (dwell points of "
+        "recorded shake), drawn in [0, this]; 0: constant speed."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/last.pt."),
     max_steps: int = typer.Option(None, "--max-steps", min=1,
                                   help="Stop (checkpointed) after this many steps."),
@@ -105,7 +109,7 @@ def nafnet(
         batch_size=batch_size, steps=total, epoch_size=epoch_size, lr=lr, loss=loss,
         ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
         data_seed=data_seed, init=str(init) if init is not None else None,
-        fresh_pairs=fresh_pairs, fused=fused,
+        fresh_pairs=fresh_pairs, fused=fused, shake_speed_variation=shake_speed_variation,
     )
     # The options as typed, after "train nafnet" (or after the module name when run standalone).
     argv = sys.argv[1:]

@@ -185,6 +185,8 @@ class NAFNetTrainConfig:
         init: Start from these exported weights (``.safetensors`` of ``fastdeblur train
             nafnet``; same architecture) instead of a random initialisation.
         fused: Train with the fused NAF block kernels (same weights, faster on CPU).
+        shake_speed_variation: Upper end of the camera-shake kernels' speed variation
+            (:class:`fastdeblur.synth_pairs.DeblurPairDataset`); 0 keeps constant speed.
     """
 
     images: list[str | None] = field(default_factory=lambda: [None])
@@ -211,6 +213,7 @@ class NAFNetTrainConfig:
     data_seed: int | None = None
     init: str | None = None
     fused: bool = True
+    shake_speed_variation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dec_blocks is None:
@@ -228,6 +231,8 @@ class NAFNetTrainConfig:
             "middle_blocks": self.middle_blocks >= 0,
             "warmup_steps": self.warmup_steps >= 0,
             "ema_decay": 0 <= self.ema_decay < 1,
+            "shake_speed_variation": math.isfinite(self.shake_speed_variation)
+            and self.shake_speed_variation >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -329,12 +334,16 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDat
     train_images, val_images = split_images(images, cfg.val_fraction, seed=cfg.seed)
     if not val_images:
         raise ValueError("val_fraction leaves no validation image")
-    common = {"patch_size": cfg.patch_size, "noise_sigma": tuple(cfg.noise_sigma)}
+    common = {"patch_size": cfg.patch_size, "noise_sigma": tuple(cfg.noise_sigma),
+              "shake_speed_variation": cfg.shake_speed_variation}
     length = cfg.epoch_size * (cfg.epochs if cfg.fresh_pairs else 1)
     train = DeblurPairDataset(train_images, length=length, seed=cfg.pair_seed, **common)
     val = DeblurPairDataset(val_images, length=cfg.val_pairs, seed=cfg.seed + 7_777,
                             augment=False, **common)
     return train, val
+
+
+_ADDED_SETTINGS: dict[str, Any] = {"shake_speed_variation": 0.0}
 
 
 def _metadata(cfg: NAFNetTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +390,8 @@ def train_nafnet(
     config_path = out / "config.json"
     stored = json.loads(json.dumps(asdict(cfg)))
     if resume and config_path.is_file():
-        previous = json.loads(config_path.read_text())
+        # settings added after a run started take their default (the run's behaviour)
+        previous = {**_ADDED_SETTINGS, **json.loads(config_path.read_text())}
         diff = sorted(k for k in stored if previous.get(k) != stored[k])
         # The total may change (lengthen or shorten a run to the time there is): the remaining
         # steps follow the cosine decay to the new total; pairs and batch order are unchanged.
@@ -556,6 +566,8 @@ def export_nafnet(
         "(fastdeblur.synth.DEFAULT_RANGES), camera shake (9-31 px kernels) and spatially varying "
         "fields (rotation, zoom, defocus gradient, motion field; 5-25 px), noise sigma "
         f"{cfg.get('noise_sigma')}. "
+        + (f"Camera-shake speed variation uniform in [0, {cfg['shake_speed_variation']}] "
+           "(dwell points). " if cfg.get("shake_speed_variation") else "")
         + ("New training pairs every epoch. " if cfg.get("fresh_pairs") else
            f"The same {cfg.get('epoch_size')} training pairs every epoch. ")
         + f"Validation: {cfg.get('val_pairs')} fixed pairs of the held-out images. The Levin "
