@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._timing import machine  # noqa: E402
 from fastdeblur.models.pretrained import load_nafnet, nafnet_deblur, weights_path  # noqa: E402
 from fastdeblur.synth import split_images  # noqa: E402
 from fastdeblur.synth_pairs import BLUR_FAMILIES, DeblurPairDataset, load_rgb_images  # noqa: E402
@@ -140,14 +140,15 @@ def _heldout_sources(train_config: dict) -> list[str | None]:
     return sources
 
 
-def _validation_images(train_config: dict) -> list[torch.Tensor]:
+def validation_images(train_config: dict) -> list[torch.Tensor]:
+    """The held-out validation images of a training run (its split of its image folders)."""
     images = load_rgb_images(_heldout_sources(train_config))
     _, val_images = split_images(images, train_config.get("val_fraction", 0.15),
                                  seed=train_config.get("seed", 0))
     return val_images
 
 
-def eval_levin_kernels(model: torch.nn.Module, train_config: dict, data: Path,
+def eval_levin_kernels(model: torch.nn.Module, val_images: list[torch.Tensor], data: Path,
                        side: int = 256, margin: int = 20) -> dict:
     """The 8 Levin kernels on held-out photos (not Levin's 4 images): PSNR gain per kernel.
 
@@ -161,7 +162,7 @@ def eval_levin_kernels(model: torch.nn.Module, train_config: dict, data: Path,
     kernels = np.load(data / "kernels" / "levin09.npz")
     g = torch.Generator().manual_seed(EVAL_SEED)
     crops = []
-    for image in _validation_images(train_config):
+    for image in val_images:
         _, h, w = image.shape
         if h < side or w < side:
             continue
@@ -185,11 +186,11 @@ def eval_levin_kernels(model: torch.nn.Module, train_config: dict, data: Path,
             "mean_gain_db": float(np.mean(gains)), "gain_db_per_kernel": per_kernel}
 
 
-def eval_synthetic(model: torch.nn.Module, train_config: dict, pairs: int, patch: int) -> dict:
+def eval_synthetic(model: torch.nn.Module, val_images: list[torch.Tensor], pairs: int,
+                   patch: int) -> dict:
     """PSNR/SSIM per blur family on pairs cut from the held-out validation images."""
     from skimage.metrics import structural_similarity
 
-    val_images = _validation_images(train_config)
     out = {}
     for family in BLUR_FAMILIES:
         data = DeblurPairDataset(val_images, patch_size=patch, length=pairs, families=(family,),
@@ -230,9 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     levin = eval_levin(model, SHARED)
     classical = eval_classical_levin(SHARED, levin)
-    synthetic = eval_synthetic(model, meta.get("train_config", {}),
-                               4 if args.quick else args.pairs, args.patch)
-    levin_kernels = eval_levin_kernels(model, meta.get("train_config", {}), SHARED)
+    val_images = validation_images(meta.get("train_config", {}))
+    synthetic = eval_synthetic(model, val_images, 4 if args.quick else args.pairs, args.patch)
+    levin_kernels = eval_levin_kernels(model, val_images, SHARED)
     result = {
         "weights": path.name,
         "weights_step": meta.get("step"),
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
         "synthetic_pairs_per_family": 4 if args.quick else args.pairs,
         "synthetic_patch": args.patch,
         "seconds": time.perf_counter() - t0,
-        "machine": platform.machine(),
+        "machine": machine(),
         "torch": torch.__version__,
         "command": "python bench/eval_nafnet.py " + " ".join(argv if argv is not None
                                                              else sys.argv[1:]),
