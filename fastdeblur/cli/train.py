@@ -48,12 +48,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
 
     @train_app.callback()
-    def _flush_subnormals() -> None:
+    def _train_group() -> None:
         """Train models on synthetic data (checkpoints, resume, safetensors + model card)."""
-        from fastdeblur._ext import flush_subnormals
-
-        # Training never needs subnormal floats, and they are slow on x86 (see Trainer.fit).
-        flush_subnormals(True)
     from fastdeblur.cli.train_nafnet import add_commands
 
     add_commands(train_app)
