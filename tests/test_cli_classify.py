@@ -198,3 +198,30 @@ def test_train_rejects_bad_options(tmp_path: Path) -> None:
     for flags in (["--pretrain"], ["--no-pretrain"], ["--pretrain-epochs", "2"]):
         r = runner.invoke(_app(), ["train", "classifier", *flags, "--output", str(tmp_path)])
         assert r.exit_code == 1 and "--arch paper" in r.output, r.output
+
+
+class _StoppedBeforeTrainingError(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("flags", "epochs"), [([], 20), (["--arch", "paper"], 8),
+                                               (["--epochs", "3"], 3)])
+def test_train_classifier_epochs_default_per_arch(
+    flags: list[str], epochs: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--epochs`` each architecture trains as long as its shipped weights did."""
+    from fastdeblur.estimate import training
+
+    seen: dict[str, int] = {}
+
+    def fake_fit(train, val, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen["epochs"] = kwargs["epochs"]
+        raise _StoppedBeforeTrainingError
+
+    monkeypatch.setattr(training, "patch_sets", lambda *a, **k: (None, None, {}))
+    monkeypatch.setattr(training, "fit_classifier", fake_fit)
+    r = runner.invoke(_app(), ["train", "classifier", *flags, "--output", str(tmp_path)])
+    assert isinstance(r.exception, _StoppedBeforeTrainingError), r.output
+    assert seen["epochs"] == epochs
+    r = runner.invoke(_app(), ["train", "classifier", "--epochs", "0", "--output", str(tmp_path)])
+    assert r.exit_code == 1 and "--epochs" in r.output

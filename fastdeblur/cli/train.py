@@ -79,7 +79,9 @@ def register(app: typer.Typer) -> None:
         pretrain_epochs: int | None = typer.Option(
             None, "--pretrain-epochs", help="Epochs per RBM of the paper network (default 1)."
         ),
-        epochs: int = typer.Option(8, "--epochs", help="Fine-tuning epochs."),
+        epochs: int = typer.Option(
+            None, "--epochs", help="Fine-tuning epochs (default 20 for cnn, 8 for paper)."
+        ),
         batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
         lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate of the fine-tuning."),
         n_train: int = typer.Option(
@@ -105,6 +107,8 @@ def register(app: typer.Typer) -> None:
 
         if batch_size < 1 or lr <= 0:
             raise CLIError("--batch-size must be >= 1 and --lr > 0")
+        if epochs is not None and epochs < 1:
+            raise CLIError("--epochs must be >= 1")
         if (n_train is not None and n_train < 3) or n_val < 3:
             raise CLIError("--patches and --val-patches must be >= 3")
         if dead_leaves is not None and dead_leaves < 0:
