@@ -132,6 +132,25 @@ def test_config_validation(image_dir: Path) -> None:
         _tiny_config(image_dir, loss="l2")
 
 
+def test_families_restrict_training_and_validation_pairs(image_dir: Path) -> None:
+    """``families`` picks the pairs' blur families; the default keeps every family and the
+    pairs of a run without the setting."""
+    from fastdeblur.synth_pairs import BLUR_FAMILIES
+    from fastdeblur.train.nafnet import build_data
+
+    only = ["camera_shake", "spatially_varying"]
+    train, val = build_data(_tiny_config(image_dir, families=only))
+    assert train.families == val.families == tuple(only)
+    assert {train.families[int(train[i]["family"])] for i in range(6)} == set(only)
+    default_train, _ = build_data(_tiny_config(image_dir))
+    assert default_train.families == BLUR_FAMILIES
+    explicit, _ = build_data(_tiny_config(image_dir, families=list(BLUR_FAMILIES)))
+    assert torch.equal(default_train[3]["blurred"], explicit[3]["blurred"])
+    for bad in ([], ["camera_shake", "camera_shake"], ["blurry"]):
+        with pytest.raises(ValueError, match="families"):
+            _tiny_config(image_dir, families=bad)
+
+
 def test_fresh_pairs_every_epoch(image_dir: Path) -> None:
     """Each epoch serves new pairs (a repeated fixed set over-fits); same pairs on request."""
     cfg = _tiny_config(image_dir, steps=6, epoch_size=4)  # 3 epochs of 4 pairs
@@ -247,11 +266,14 @@ def test_resume_of_a_run_from_before_a_setting_existed(image_dir: Path, tmp_path
     train_nafnet(cfg, tmp_path / "run", progress=False, max_steps=2)
     path = tmp_path / "run" / "config.json"
     stored = json.loads(path.read_text())
-    del stored["shake_speed_variation"]
+    del stored["shake_speed_variation"], stored["families"]
     path.write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="shake_speed_variation"):
         changed = _tiny_config(image_dir, steps=4, epoch_size=4)
         changed.shake_speed_variation = 1.0
+        train_nafnet(changed, tmp_path / "run", progress=False, resume=True)
+    with pytest.raises(ValueError, match="families"):
+        changed = _tiny_config(image_dir, steps=4, epoch_size=4, families=["camera_shake"])
         train_nafnet(changed, tmp_path / "run", progress=False, resume=True)
     done = train_nafnet(cfg, tmp_path / "run", progress=False, resume=True)
     assert done["steps"] == 4
@@ -317,11 +339,15 @@ def test_cli_train_nafnet_tiny_run(image_dir: Path, tmp_path: Path) -> None:
     args = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),
             "--width", "4", "--enc-blocks", "1,1", "--patch-size", "16", "--batch-size", "2",
             "--steps", "2", "--epoch-size", "4", "--val-pairs", "2", "--val-fraction", "0.3",
-            "--warmup-steps", "1", "--no-progress", "--export", str(export)]
+            "--warmup-steps", "1", "--no-progress", "--export", str(export),
+            "--families", "gaussian, camera_shake"]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     assert "best validation PSNR" in result.output
     assert export.is_file() and (tmp_path / "run" / "last.pt").is_file()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["families"] == ["gaussian", "camera_shake"]
+    assert "gaussian / camera_shake only" in export.with_suffix(".md").read_text()
     assert load_nafnet(export, cache=False).intro.out_channels == 4
 
 
@@ -331,6 +357,9 @@ def test_cli_train_nafnet_tiny_run(image_dir: Path, tmp_path: Path) -> None:
     (["--steps", "2", "--epochs", "1"], "--steps"),
     (["--patch-size", "18"], "multiple"),
     (["--init", "missing.safetensors"], "--init"),
+    (["--families", "camera_shake,blurry"], "--families"),
+    (["--families", "motion,motion"], "--families"),
+    (["--families", ","], "--families"),
 ])
 def test_cli_errors(image_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     args = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from fastdeblur.cli._common import CLIError, cli_errors, console
+from fastdeblur.synth_pairs import BLUR_FAMILIES
 
 
 def _parse_blocks(text: str, name: str) -> list[int]:
@@ -23,6 +24,15 @@ def _parse_blocks(text: str, name: str) -> list[int]:
         raise CLIError(f"{name} must be comma-separated integers >= 0 like 1,1,1,1; "
                        f"got {text!r}")
     return blocks
+
+
+def _parse_families(text: str) -> list[str]:
+    names = [v for v in text.replace(" ", "").split(",") if v]
+    unknown = [v for v in names if v not in BLUR_FAMILIES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise CLIError(f"--families must be distinct names from {', '.join(BLUR_FAMILIES)}, "
+                       f"comma-separated; got {text!r}")
+    return names
 
 
 def nafnet(
@@ -70,6 +80,10 @@ def nafnet(
         0.0, "--shake-speed-variation", min=0.0,
         help="Camera-shake kernels with a speed varying along the path (dwell points of "
         "recorded shake), drawn in [0, this]; 0: constant speed."),
+    families: str = typer.Option(
+        None, "--families",
+        help="Blur families of the pairs, comma-separated (default all: gaussian, motion, "
+        "defocus, camera_shake, spatially_varying)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/last.pt."),
     max_steps: int = typer.Option(None, "--max-steps", min=1,
                                   help="Stop (checkpointed) after this many steps."),
@@ -100,6 +114,7 @@ def nafnet(
         if not p.is_dir():
             raise CLIError(f"--images: {p} is not a folder")
     enc = _parse_blocks(enc_blocks, "--enc-blocks")
+    family_list = _parse_families(families) if families is not None else list(BLUR_FAMILIES)
     dec = _parse_blocks(dec_blocks, "--dec-blocks") if dec_blocks else None
     per_epoch = -(-epoch_size // batch_size)
     total = steps if steps is not None else (epochs or 10) * per_epoch
@@ -110,6 +125,7 @@ def nafnet(
         ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
         data_seed=data_seed, init=str(init) if init is not None else None,
         fresh_pairs=fresh_pairs, fused=fused, shake_speed_variation=shake_speed_variation,
+        families=family_list,
     )
     # The options as typed, after "train nafnet" (or after the module name when run standalone).
     argv = sys.argv[1:]

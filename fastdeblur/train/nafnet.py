@@ -36,7 +36,7 @@ from torch import nn
 
 from fastdeblur.models.nafnet import NAFNet
 from fastdeblur.synth import split_images
-from fastdeblur.synth_pairs import DeblurPairDataset, load_rgb_images
+from fastdeblur.synth_pairs import BLUR_FAMILIES, DeblurPairDataset, load_rgb_images
 from fastdeblur.train.engine import Trainer
 from fastdeblur.train.export import export_safetensors, write_model_card
 
@@ -187,6 +187,10 @@ class NAFNetTrainConfig:
         fused: Train with the fused NAF block kernels (same weights, faster on CPU).
         shake_speed_variation: Upper end of the camera-shake kernels' speed variation
             (:class:`fastdeblur.synth_pairs.DeblurPairDataset`); 0 keeps constant speed.
+        families: Blur families of the training and validation pairs (a subset of
+            :data:`fastdeblur.synth_pairs.BLUR_FAMILIES`, cycled in turn), e.g. only
+            ``camera_shake`` and ``spatially_varying`` for a network that serves where the
+            parametric models do not fit.
     """
 
     images: list[str | None] = field(default_factory=lambda: [None])
@@ -214,8 +218,10 @@ class NAFNetTrainConfig:
     init: str | None = None
     fused: bool = True
     shake_speed_variation: float = 0.0
+    families: list[str] = field(default_factory=lambda: list(BLUR_FAMILIES))
 
     def __post_init__(self) -> None:
+        self.families = list(self.families)
         if self.dec_blocks is None:
             self.dec_blocks = [1] * len(self.enc_blocks)
         checks = {
@@ -233,6 +239,9 @@ class NAFNetTrainConfig:
             "ema_decay": 0 <= self.ema_decay < 1,
             "shake_speed_variation": math.isfinite(self.shake_speed_variation)
             and self.shake_speed_variation >= 0,
+            "families": bool(self.families)
+            and len(set(self.families)) == len(self.families)
+            and set(self.families) <= set(BLUR_FAMILIES),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -335,7 +344,7 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDat
     if not val_images:
         raise ValueError("val_fraction leaves no validation image")
     common = {"patch_size": cfg.patch_size, "noise_sigma": tuple(cfg.noise_sigma),
-              "shake_speed_variation": cfg.shake_speed_variation}
+              "shake_speed_variation": cfg.shake_speed_variation, "families": cfg.families}
     length = cfg.epoch_size * (cfg.epochs if cfg.fresh_pairs else 1)
     train = DeblurPairDataset(train_images, length=length, seed=cfg.pair_seed, **common)
     val = DeblurPairDataset(val_images, length=cfg.val_pairs, seed=cfg.seed + 7_777,
@@ -343,7 +352,15 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDat
     return train, val
 
 
-_ADDED_SETTINGS: dict[str, Any] = {"shake_speed_variation": 0.0}
+_ADDED_SETTINGS: dict[str, Any] = {"shake_speed_variation": 0.0,
+                                   "families": list(BLUR_FAMILIES)}
+
+
+_ALL_FAMILIES_TEXT = (
+    "blur families gaussian / motion / defocus (fastdeblur.synth.DEFAULT_RANGES), camera shake "
+    "(9-31 px kernels) and spatially varying fields (rotation, zoom, defocus gradient, motion "
+    "field; 5-25 px)"
+)
 
 
 def _metadata(cfg: NAFNetTrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -562,10 +579,11 @@ def export_nafnet(
     data = (
         f"Sharp images: {images}; split by image, {cfg.get('val_fraction')} held out for "
         "validation. Synthetic pairs (`fastdeblur.synth_pairs.DeblurPairDataset`): "
-        f"{cfg.get('patch_size')} px RGB crops, blur families gaussian / motion / defocus "
-        "(fastdeblur.synth.DEFAULT_RANGES), camera shake (9-31 px kernels) and spatially varying "
-        "fields (rotation, zoom, defocus gradient, motion field; 5-25 px), noise sigma "
-        f"{cfg.get('noise_sigma')}. "
+        f"{cfg.get('patch_size')} px RGB crops, "
+        + (_ALL_FAMILIES_TEXT if list(cfg.get("families", BLUR_FAMILIES)) == list(BLUR_FAMILIES)
+           else "blur families " + " / ".join(cfg["families"]) + " only (see "
+           "`fastdeblur.synth_pairs.BLUR_FAMILIES`)")
+        + f", noise sigma {cfg.get('noise_sigma')}. "
         + (f"Camera-shake speed variation uniform in [0, {cfg['shake_speed_variation']}] "
            "(dwell points). " if cfg.get("shake_speed_variation") else "")
         + ("New training pairs every epoch. " if cfg.get("fresh_pairs") else
