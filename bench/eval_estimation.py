@@ -268,6 +268,7 @@ def main() -> None:
         + (f" --max-images {args.max_images}" if args.max_images else "")
         + (f" --noise {' '.join(f'{n:g}' for n in args.noise)}"
            if tuple(args.noise) != NOISE_LEVELS else "")
+        + (f" --draws {args.draws}" if args.draws != 3 else "")
         + (" --no-speed" if args.no_speed else ""),
         "held_out_images": names["val"][: len(val_images)],
         "protocol": __doc__.split("Speed:")[0].strip(),
