@@ -117,12 +117,23 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
     return [round(centre - half, 4), round(min(1.0, centre + half), 4)]
 
 
+def _size_bin(blur_type: str, params: dict) -> str:
+    """``"gaussian sigma 0.5-2.0"``: the third of the supported range the blur's size is in."""
+    name = SIZE_PARAM[blur_type]
+    low, high = DEFAULT_RANGES[blur_type][name]
+    edges = torch.linspace(low, high, 4).tolist()
+    i = min(2, int((params[name] - low) / (high - low) * 3))
+    return f"{blur_type} {name} {edges[i]:.1f}-{edges[i + 1]:.1f}"
+
+
 def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1) -> dict:
     g = torch.Generator().manual_seed(seed)
     correct, total = 0, 0
     errors: dict[str, list[float]] = {}
     confidences = []
     hits = []
+    by_size: dict[str, list[bool]] = {}
+    confusion = {t: dict.fromkeys(BLUR_TYPES, 0) for t in BLUR_TYPES}
     # draws outermost: the first pass over the images is the same with any number of draws
     for image in [im for _ in range(draws) for im in images]:
         for t in BLUR_TYPES:
@@ -136,6 +147,8 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
             correct += r.blur_type == t
             confidences.append(r.confidence)
             hits.append(r.blur_type == t)
+            by_size.setdefault(_size_bin(t, params), []).append(r.blur_type == t)
+            confusion[t][r.blur_type] += 1
             if r.blur_type != t:
                 continue
             for name, value in r.params.items():
@@ -155,6 +168,10 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
     out: dict = {"image_accuracy": correct / total, "n_images": total,
                  "image_accuracy_95ci": wilson_interval(correct, total)}
     out |= {k: sum(v) / len(v) for k, v in sorted(errors.items())}
+    out["image_accuracy_by_size"] = {
+        key: {"accuracy": sum(v) / len(v), "n": len(v)} for key, v in sorted(by_size.items())
+    }
+    out["confusion_true_to_verdict"] = confusion
     out["mean_confidence"] = sum(confidences) / len(confidences)
     out["calibration"] = calibration(confidences, hits)
     return out
