@@ -255,9 +255,16 @@ def main() -> None:
         )
         out = Path(args.out)
         if result["speed_estimate_1024x768_rgb"] is None and out.is_file():
-            # quality-only parts (--no-speed) keep the timings already in the results file
+            # quality-only parts (--no-speed) keep the timings already in the results file,
+            # each naming the machine it was measured on when that is not this run's
             before = json.loads(out.read_text())
-            result |= {k: v for k, v in before.items() if k.startswith("speed")}
+            for key, timing in before.items():
+                if not key.startswith("speed"):
+                    continue
+                if isinstance(timing, dict) and "machine" not in timing and (
+                        before.get("machine") != result.get("machine")):
+                    timing = {**timing, "machine": before.get("machine")}
+                result[key] = timing
         out.write_text(json.dumps(result, indent=2) + "\n")
         return
 
