@@ -141,6 +141,8 @@ def test_train_classifier_and_grnn_tiny(tmp_path: Path) -> None:
             "15",
             "--epochs",
             "1",
+            "--width",
+            "4",
             "--checkpoints",
             str(tmp_path / "ck"),
         ],
@@ -149,6 +151,7 @@ def test_train_classifier_and_grnn_tiny(tmp_path: Path) -> None:
     assert (out / CLASSIFIER_FILE).is_file() and (out / "blur_classifier.md").is_file()
     card = (out / "blur_classifier.md").read_text()
     assert "skimage.data" in card and "val_patch_accuracy" in card
+    assert "BlurCNN width 4:" in card and "4×4×16" in card
     assert (tmp_path / "ck" / "finetune" / "last.pt").is_file()
     r = runner.invoke(
         app,
@@ -225,3 +228,33 @@ def test_train_classifier_epochs_default_per_arch(
     assert seen["epochs"] == epochs
     r = runner.invoke(_app(), ["train", "classifier", "--epochs", "0", "--output", str(tmp_path)])
     assert r.exit_code == 1 and "--epochs" in r.output
+
+
+def test_train_classifier_cnn_width(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--width`` builds a CNN of that width and records it in the weights; the paper
+    network has no such option."""
+    from fastdeblur.estimate import training
+    from fastdeblur.estimate.classifier import BlurCNN
+    from fastdeblur.estimate.estimator import BlurEstimator
+
+    with pytest.raises(ValueError, match="width"):
+        training.fit_classifier({}, {}, width=0)
+    seen: dict[str, int] = {}
+
+    def fake_fit(train, val, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        model = BlurCNN(kwargs["width"])
+        seen["width"] = model.width
+        return model, {"val_patch_accuracy": 0.5}
+
+    names = {"train": ["a.png"], "val": ["b.png"]}
+    monkeypatch.setattr(training, "patch_sets", lambda *a, **k: (None, None, names))
+    monkeypatch.setattr(training, "fit_classifier", fake_fit)
+    r = runner.invoke(_app(), ["train", "classifier", "--width", "8", "--output", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert seen["width"] == 8
+    loaded = BlurEstimator.load_classifier(tmp_path / CLASSIFIER_FILE)
+    assert isinstance(loaded, BlurCNN) and loaded.width == 8
+    assert "BlurCNN width 8" in (tmp_path / CLASSIFIER_FILE).with_suffix(".md").read_text()
+    for flags in (["--arch", "paper", "--width", "8"], ["--width", "0"]):
+        r = runner.invoke(_app(), ["train", "classifier", *flags, "--output", str(tmp_path)])
+        assert r.exit_code == 1 and "--width" in r.output, r.output

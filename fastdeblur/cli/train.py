@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(
             None, "--epochs", help="Fine-tuning epochs (default 20 for cnn, 8 for paper)."
         ),
+        width: int = typer.Option(
+            None, "--width", help="Channels of the CNN's first convolution (default 16, shipped)."
+        ),
         batch_size: int = typer.Option(256, "--batch-size", help="Mini-batch size."),
         lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate of the fine-tuning."),
         n_train: int = typer.Option(
@@ -117,6 +120,10 @@ def register(app: typer.Typer) -> None:
             raise CLIError("--input chooses the input of the paper network: add --arch paper")
         if arch is ClassifierArch.cnn and (pretraining is not None or pretrain_epochs is not None):
             raise CLIError("--pretrain options apply to the paper network: add --arch paper")
+        if arch is ClassifierArch.paper and width is not None:
+            raise CLIError("--width sets the CNN; the paper network's layers are fixed")
+        if width is not None and width < 1:
+            raise CLIError("--width must be >= 1")
         if pretrain_epochs is not None and pretrain_epochs < 1:
             raise CLIError("--pretrain-epochs must be >= 1")
         if images is not None and not images.is_dir():
@@ -137,6 +144,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             cache_dir=cache,
             checkpoint_dir=checkpoints,
+            width=16 if width is None else width,
         )
         console.print(
             f"validation patch accuracy {metrics['val_patch_accuracy']:.4f}; "

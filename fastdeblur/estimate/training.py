@@ -180,19 +180,23 @@ def fit_classifier(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    width: int = 16,
 ) -> tuple[BlurClassifier | BlurCNN, dict[str, Any]]:
     """Train a patch classifier on patch sets; returns it and its validation metrics.
 
     ``arch="cnn"`` trains :class:`BlurCNN` on the patches (turned and mirrored at random, no
-    pre-training: ``input_kind``, ``layers`` and ``pretraining`` are the paper network's);
-    ``arch="paper"`` the paper's :class:`BlurClassifier`, optionally RBM-pre-trained.
+    pre-training: ``input_kind``, ``layers`` and ``pretraining`` are the paper network's;
+    ``width`` is the CNN's); ``arch="paper"`` the paper's :class:`BlurClassifier`, optionally
+    RBM-pre-trained.
     """
+    if width < 1:
+        raise ValueError(f"width must be >= 1; got {width}")
     seed_everything(seed)
     model: BlurClassifier | BlurCNN
     if arch == "cnn":
         x = train["patches"].float().flatten(1)
         xv = val["patches"].float().flatten(1)
-        model = BlurCNN()
+        model = BlurCNN(width)
         pretraining = False
     elif arch == "paper":
         x = feats.classifier_input(train["patches"], input_kind)
@@ -273,6 +277,7 @@ def train_classifier(
     cache_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    width: int = 16,
 ) -> dict[str, Any]:
     """Synthesise data, train the classifier, write ``blur_classifier.safetensors`` (``cnn``)
     or ``blur_classifier_paper.safetensors`` (``paper``) and its model card.
@@ -281,6 +286,7 @@ def train_classifier(
     from 36,000 to 300,000) and to the paper's 36,000 for ``arch="paper"``. ``dead_leaves``
     extra training patches come from dead-leaves images (default: a third of ``n_train`` for the
     CNN, +3.9 points of validation accuracy at equal epochs; none for the paper's network).
+    ``width`` is the CNN's first convolution's channels (the shipped network: 16).
     ``epochs`` defaults to the shipped weights' 20 for the CNN (validation accuracy plateaued
     from epoch 17) and 8 for the paper's network.
     """
@@ -312,6 +318,7 @@ def train_classifier(
         seed=seed,
         checkpoint_dir=checkpoint_dir,
         progress=progress,
+        width=width,
     )
     cnn = isinstance(model, BlurCNN)
     out = Path(out_dir) / (CLASSIFIER_FILE if cnn else PAPER_CLASSIFIER_FILE)
@@ -332,7 +339,8 @@ def train_classifier(
         )
         details = {
             "network": f"BlurCNN width {model.width}: conv 5×5 → 4 conv 3×3 (3 with stride 2) → "
-            "4×4×64, spectrum 1024-512-128, head 1152-256-3 (ReLU, dropout)",
+            f"4×4×{4 * model.width}, spectrum 1024-512-128, head {64 * model.width + 128}-256-3 "
+            "(ReLU, dropout)",
             "augmentation": "random 90° turns and mirrors of the patches",
             "pre-training": "none (RBM pre-training is the paper network's)",
         }
