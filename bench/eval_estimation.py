@@ -65,6 +65,15 @@ PAPER_NOTE = (
 )
 
 
+def _size_thirds(blur_type: str) -> list[tuple[str, float, float]]:
+    """``[(key, low, high)]``: the supported range of the type's size parameter in thirds,
+    keyed like ``"gaussian sigma 0.5-2.0"``."""
+    name = SIZE_PARAM[blur_type]
+    edges = torch.linspace(*DEFAULT_RANGES[blur_type][name], 4).tolist()
+    return [(f"{blur_type} {name} {a:.1f}-{b:.1f}", a, b)
+            for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def patch_accuracy(est: BlurEstimator, images: list, noise: float, n: int, seed: int) -> dict:
     data = synth_patches(images, n, seed=seed, noise_sigma=noise)
     with torch.no_grad():
@@ -77,14 +86,10 @@ def patch_accuracy(est: BlurEstimator, images: list, noise: float, n: int, seed:
     # where in the range the classifier is reliable: each type's size parameter in thirds
     by_size = {}
     for k, t in enumerate(BLUR_TYPES):
-        name = SIZE_PARAM[t]
-        low, high = DEFAULT_RANGES[t][name]
         idx = torch.nonzero(y == k).squeeze(1)
-        size = torch.tensor([data["params"][i][name] for i in idx.tolist()])
-        edges = torch.linspace(low, high, 4).tolist()
-        for a, b in zip(edges[:-1], edges[1:], strict=True):
+        size = torch.tensor([data["params"][i][SIZE_PARAM[t]] for i in idx.tolist()])
+        for key, a, b in _size_thirds(t):
             inside = (size >= a) & (size <= b)
-            key = f"{t} {name} {a:.1f}-{b:.1f}"
             by_size[key] = float((pred[idx[inside]] == k).float().mean())
     out["patch_accuracy_by_size"] = by_size
     return out
@@ -119,11 +124,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
 
 def _size_bin(blur_type: str, params: dict) -> str:
     """``"gaussian sigma 0.5-2.0"``: the third of the supported range the blur's size is in."""
-    name = SIZE_PARAM[blur_type]
-    low, high = DEFAULT_RANGES[blur_type][name]
-    edges = torch.linspace(low, high, 4).tolist()
-    i = min(2, int((params[name] - low) / (high - low) * 3))
-    return f"{blur_type} {name} {edges[i]:.1f}-{edges[i + 1]:.1f}"
+    size = params[SIZE_PARAM[blur_type]]
+    thirds = _size_thirds(blur_type)
+    return next((key for key, _, high in thirds if size <= high), thirds[-1][0])
 
 
 def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1) -> dict:
