@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             cache_dir=cache,
             checkpoint_dir=checkpoints,
-            width=16 if width is None else width,
+            width=width,
         )
         console.print(
             f"validation patch accuracy {metrics['val_patch_accuracy']:.4f}; "

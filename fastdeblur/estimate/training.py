@@ -180,23 +180,23 @@ def fit_classifier(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
-    width: int = 16,
+    width: int | None = None,
 ) -> tuple[BlurClassifier | BlurCNN, dict[str, Any]]:
     """Train a patch classifier on patch sets; returns it and its validation metrics.
 
     ``arch="cnn"`` trains :class:`BlurCNN` on the patches (turned and mirrored at random, no
     pre-training: ``input_kind``, ``layers`` and ``pretraining`` are the paper network's;
-    ``width`` is the CNN's); ``arch="paper"`` the paper's :class:`BlurClassifier`, optionally
-    RBM-pre-trained.
+    ``width`` is the CNN's, default :class:`BlurCNN`'s); ``arch="paper"`` the paper's
+    :class:`BlurClassifier`, optionally RBM-pre-trained.
     """
-    if width < 1:
+    if width is not None and width < 1:
         raise ValueError(f"width must be >= 1; got {width}")
     seed_everything(seed)
     model: BlurClassifier | BlurCNN
     if arch == "cnn":
         x = train["patches"].float().flatten(1)
         xv = val["patches"].float().flatten(1)
-        model = BlurCNN(width)
+        model = BlurCNN() if width is None else BlurCNN(width)
         pretraining = False
     elif arch == "paper":
         x = feats.classifier_input(train["patches"], input_kind)
@@ -277,7 +277,7 @@ def train_classifier(
     cache_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
-    width: int = 16,
+    width: int | None = None,
 ) -> dict[str, Any]:
     """Synthesise data, train the classifier, write ``blur_classifier.safetensors`` (``cnn``)
     or ``blur_classifier_paper.safetensors`` (``paper``) and its model card.
@@ -286,7 +286,8 @@ def train_classifier(
     from 36,000 to 300,000) and to the paper's 36,000 for ``arch="paper"``. ``dead_leaves``
     extra training patches come from dead-leaves images (default: a third of ``n_train`` for the
     CNN, +3.9 points of validation accuracy at equal epochs; none for the paper's network).
-    ``width`` is the CNN's first convolution's channels (the shipped network: 16).
+    ``width`` is the CNN's first convolution's channels (default :class:`BlurCNN`'s, the
+    shipped network's 16).
     ``epochs`` defaults to the shipped weights' 20 for the CNN (validation accuracy plateaued
     from epoch 17) and 8 for the paper's network.
     """
