@@ -352,10 +352,6 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDat
     return train, val
 
 
-_ADDED_SETTINGS: dict[str, Any] = {"shake_speed_variation": 0.0,
-                                   "families": list(BLUR_FAMILIES)}
-
-
 _ALL_FAMILIES_TEXT = (
     "blur families gaussian / motion / defocus (fastdeblur.synth.DEFAULT_RANGES), camera shake "
     "(9-31 px kernels) and spatially varying fields (rotation, zoom, defocus gradient, motion "
@@ -408,7 +404,8 @@ def train_nafnet(
     stored = json.loads(json.dumps(asdict(cfg)))
     if resume and config_path.is_file():
         # settings added after a run started take their default (the run's behaviour)
-        previous = {**_ADDED_SETTINGS, **json.loads(config_path.read_text())}
+        defaults = json.loads(json.dumps(asdict(NAFNetTrainConfig())))
+        previous = {**defaults, **json.loads(config_path.read_text())}
         diff = sorted(k for k in stored if previous.get(k) != stored[k])
         # The total may change (lengthen or shorten a run to the time there is): the remaining
         # steps follow the cosine decay to the new total; pairs and batch order are unchanged.
