@@ -130,6 +130,22 @@ def test_config_validation(image_dir: Path) -> None:
         _tiny_config(image_dir, patch_size=18)
     with pytest.raises(ValueError, match="loss"):
         _tiny_config(image_dir, loss="l2")
+    with pytest.raises(ValueError, match="noise_sigma"):
+        _tiny_config(image_dir, noise_sigma=(0.02, 0.01))
+    with pytest.raises(ValueError, match="noise_sigma"):
+        _tiny_config(image_dir, noise_sigma=(0.0, float("nan")))
+
+
+def test_noise_sigma_reaches_training_and_validation_pairs(image_dir: Path) -> None:
+    """``noise_sigma`` is the noise range of every pair: noise-free pairs differ from noisy ones
+    of the same seed in the blurred image only, by the noise."""
+    train, val = build_data(_tiny_config(image_dir, noise_sigma=(0, 0)))
+    assert train.noise_sigma == val.noise_sigma == (0.0, 0.0)
+    noisy_train, _ = build_data(_tiny_config(image_dir, noise_sigma=(0.05, 0.05)))
+    clean, noisy = train[0], noisy_train[0]
+    assert torch.equal(clean["sharp"], noisy["sharp"])
+    residual = noisy["blurred"] - clean["blurred"]
+    assert 0.03 < float(residual.std()) < 0.06
 
 
 def test_families_restrict_training_and_validation_pairs(image_dir: Path) -> None:
@@ -340,13 +356,14 @@ def test_cli_train_nafnet_tiny_run(image_dir: Path, tmp_path: Path) -> None:
             "--width", "4", "--enc-blocks", "1,1", "--patch-size", "16", "--batch-size", "2",
             "--steps", "2", "--epoch-size", "4", "--val-pairs", "2", "--val-fraction", "0.3",
             "--warmup-steps", "1", "--no-progress", "--export", str(export),
-            "--families", "gaussian, camera_shake"]
+            "--families", "gaussian, camera_shake", "--noise-sigma", "0"]
     result = CliRunner().invoke(_app(), args)
     assert result.exit_code == 0, result.output
     assert "best validation PSNR" in result.output
     assert export.is_file() and (tmp_path / "run" / "last.pt").is_file()
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["families"] == ["gaussian", "camera_shake"]
+    assert config["noise_sigma"] == [0.0, 0.0]
     assert "gaussian / camera_shake only" in export.with_suffix(".md").read_text()
     assert load_nafnet(export, cache=False).intro.out_channels == 4
 
@@ -360,6 +377,10 @@ def test_cli_train_nafnet_tiny_run(image_dir: Path, tmp_path: Path) -> None:
     (["--families", "camera_shake,blurry"], "--families"),
     (["--families", "motion,motion"], "--families"),
     (["--families", ","], "--families"),
+    (["--noise-sigma", "0.02,0.01"], "--noise-sigma"),
+    (["--noise-sigma", "low"], "--noise-sigma"),
+    (["--noise-sigma", "0,2"], "--noise-sigma"),
+    (["--noise-sigma", "0,0.01,0.02"], "--noise-sigma"),
 ])
 def test_cli_errors(image_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     args = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),

@@ -35,6 +35,19 @@ def _parse_families(text: str) -> list[str]:
     return names
 
 
+def _parse_noise(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(0 <= v <= 1 for v in values) or values[0] > values[1]:
+        raise CLIError(f"--noise-sigma must be LOW,HIGH with 0 <= LOW <= HIGH <= 1 (or one "
+                       f"value) like 0,0.02; got {text!r}")
+    return values[0], values[1]
+
+
 def nafnet(
     images: list[Path] = typer.Option(
         None, "--images", help="Folder of sharp photos (repeatable). Default: the skimage.data "
@@ -84,6 +97,10 @@ def nafnet(
         None, "--families",
         help="Blur families of the pairs, comma-separated (default all: gaussian, motion, "
         "defocus, camera_shake, spatially_varying)."),
+    noise_sigma: str = typer.Option(
+        "0,0.02", "--noise-sigma",
+        help="Noise of the pairs: standard deviation uniform in LOW,HIGH (0-1 units); one "
+        "value for a fixed level, 0 for noise-free pairs."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/last.pt."),
     max_steps: int = typer.Option(None, "--max-steps", min=1,
                                   help="Stop (checkpointed) after this many steps."),
@@ -114,6 +131,7 @@ def nafnet(
         if not p.is_dir():
             raise CLIError(f"--images: {p} is not a folder")
     enc = _parse_blocks(enc_blocks, "--enc-blocks")
+    noise_range = _parse_noise(noise_sigma)
     family_list = _parse_families(families) if families is not None else list(BLUR_FAMILIES)
     dec = _parse_blocks(dec_blocks, "--dec-blocks") if dec_blocks else None
     per_epoch = -(-epoch_size // batch_size)
@@ -125,7 +143,7 @@ def nafnet(
         ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
         data_seed=data_seed, init=str(init) if init is not None else None,
         fresh_pairs=fresh_pairs, fused=fused, shake_speed_variation=shake_speed_variation,
-        families=family_list,
+        families=family_list, noise_sigma=noise_range,
     )
     # The options as typed, after "train nafnet" (or after the module name when run standalone).
     argv = sys.argv[1:]

@@ -173,7 +173,9 @@ class NAFNetTrainConfig:
         ema_decay: Decay of the weight average.
         grad_clip: Gradient-norm clip.
         val_pairs: Validation pairs (fixed, from the held-out images).
-        noise_sigma: Noise range of the synthetic pairs.
+        noise_sigma: ``(low, high)``: the white noise of each synthetic pair has a standard
+            deviation drawn uniformly in this range (0–1 intensity units); ``(0, 0)`` trains
+            on noise-free pairs.
         seed: Seed of the split, the validation pairs, the batch order and the initial weights.
         cache: Keep generated training pairs in memory (the dataset is deterministic, so this
             changes nothing but speed); only used without ``fresh_pairs``.
@@ -222,6 +224,7 @@ class NAFNetTrainConfig:
 
     def __post_init__(self) -> None:
         self.families = list(self.families)
+        self.noise_sigma = tuple(float(v) for v in self.noise_sigma)
         if self.dec_blocks is None:
             self.dec_blocks = [1] * len(self.enc_blocks)
         checks = {
@@ -239,6 +242,9 @@ class NAFNetTrainConfig:
             "ema_decay": 0 <= self.ema_decay < 1,
             "shake_speed_variation": math.isfinite(self.shake_speed_variation)
             and self.shake_speed_variation >= 0,
+            "noise_sigma": len(self.noise_sigma) == 2
+            and all(math.isfinite(v) for v in self.noise_sigma)
+            and 0 <= self.noise_sigma[0] <= self.noise_sigma[1] <= 1,
             "families": bool(self.families)
             and len(set(self.families)) == len(self.families)
             and set(self.families) <= set(BLUR_FAMILIES),
