@@ -30,8 +30,15 @@ def available() -> list[str]:
 
 
 def machine_tag(info: dict) -> str:
-    """A short file-name-safe name of the machine."""
-    name = str(info.get("gpu") or f"{info.get('cores')}core-{platform.machine()}")
+    """A short file-name-safe name of the machine: the GPU, or the core count and the CPU's
+    maker and family (``2core-amd-epyc``, ``2core-intel-xeon``), so that results of two CPUs
+    with the same core count do not overwrite each other."""
+    if info.get("gpu"):
+        name = str(info["gpu"])
+    else:
+        model = re.sub(r"\((R|TM)\)|\bCPU\b|\bProcessor\b|@.*", " ", str(info.get("cpu", "")))
+        family = "-".join(model.split()[:2]) or platform.machine()
+        name = f"{info.get('cores')}core-{family}"
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
 
 
