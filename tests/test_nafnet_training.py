@@ -141,6 +141,7 @@ def test_noise_sigma_reaches_training_and_validation_pairs(image_dir: Path) -> N
     of the same seed in the blurred image only, by the noise."""
     train, val = build_data(_tiny_config(image_dir, noise_sigma=(0, 0)))
     assert train.noise_sigma == val.noise_sigma == (0.0, 0.0)
+    assert _tiny_config(image_dir, noise_sigma=0.01).noise_sigma == (0.01, 0.01)
     noisy_train, _ = build_data(_tiny_config(image_dir, noise_sigma=(0.05, 0.05)))
     clean, noisy = train[0], noisy_train[0]
     assert torch.equal(clean["sharp"], noisy["sharp"])

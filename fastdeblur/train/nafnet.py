@@ -175,7 +175,7 @@ class NAFNetTrainConfig:
         val_pairs: Validation pairs (fixed, from the held-out images).
         noise_sigma: ``(low, high)``: the white noise of each synthetic pair has a standard
             deviation drawn uniformly in this range (0–1 intensity units); ``(0, 0)`` trains
-            on noise-free pairs.
+            on noise-free pairs; one number is a fixed level.
         seed: Seed of the split, the validation pairs, the batch order and the initial weights.
         cache: Keep generated training pairs in memory (the dataset is deterministic, so this
             changes nothing but speed); only used without ``fresh_pairs``.
@@ -212,7 +212,7 @@ class NAFNetTrainConfig:
     ema_decay: float = 0.999
     grad_clip: float | None = 1.0
     val_pairs: int = 40
-    noise_sigma: tuple[float, float] = (0.0, 0.02)
+    noise_sigma: tuple[float, float] | float = (0.0, 0.02)
     seed: int = 0
     cache: bool = True
     fresh_pairs: bool = True
@@ -224,6 +224,8 @@ class NAFNetTrainConfig:
 
     def __post_init__(self) -> None:
         self.families = list(self.families)
+        if isinstance(self.noise_sigma, int | float):
+            self.noise_sigma = (self.noise_sigma, self.noise_sigma)  # one fixed level
         self.noise_sigma = tuple(float(v) for v in self.noise_sigma)
         if self.dec_blocks is None:
             self.dec_blocks = [1] * len(self.enc_blocks)
