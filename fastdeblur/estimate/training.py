@@ -340,7 +340,8 @@ def train_classifier(
         )
         details = {
             "network": f"BlurCNN width {model.width}: conv 5×5 → 4 conv 3×3 (3 with stride 2) → "
-            f"4×4×{4 * model.width}, spectrum 1024-512-128, head {64 * model.width + 128}-256-3 "
+            f"4×4×{model.conv[-2].out_channels}, spectrum 1024-512-128, head "
+            f"{model.head[0].in_features}-256-3 "
             "(ReLU, dropout)",
             "augmentation": "random 90° turns and mirrors of the patches",
             "pre-training": "none (RBM pre-training is the paper network's)",
