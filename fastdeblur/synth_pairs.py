@@ -81,6 +81,14 @@ def load_rgb_images(
     return images
 
 
+def noise_range(noise_sigma: float | Sequence[float]) -> tuple[float, ...]:
+    """A noise level or a ``(low, high)`` range as a tuple of floats (a level ``s`` is the
+    range ``(s, s)``); not checked."""
+    if isinstance(noise_sigma, int | float):
+        return (float(noise_sigma), float(noise_sigma))
+    return tuple(float(v) for v in noise_sigma)
+
+
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * torch.rand((), generator=g, dtype=torch.float64).item()
 
@@ -147,8 +155,7 @@ class DeblurPairDataset(torch.utils.data.Dataset):
         if weights is not None and (len(weights) != len(families) or min(weights) < 0
                                     or sum(weights) <= 0):
             raise ValueError("weights must give one non-negative number per family, not all 0")
-        if isinstance(noise_sigma, int | float):
-            noise_sigma = (float(noise_sigma), float(noise_sigma))
+        noise_sigma = noise_range(noise_sigma)
         if not 0 <= noise_sigma[0] <= noise_sigma[1]:
             raise ValueError(f"noise_sigma must be >= 0 (low <= high); got {noise_sigma}")
         if not (math.isfinite(shake_speed_variation) and shake_speed_variation >= 0):

@@ -36,7 +36,12 @@ from torch import nn
 
 from fastdeblur.models.nafnet import NAFNet
 from fastdeblur.synth import split_images
-from fastdeblur.synth_pairs import BLUR_FAMILIES, DeblurPairDataset, load_rgb_images
+from fastdeblur.synth_pairs import (
+    BLUR_FAMILIES,
+    DeblurPairDataset,
+    load_rgb_images,
+    noise_range,
+)
 from fastdeblur.train.engine import Trainer
 from fastdeblur.train.export import export_safetensors, write_model_card
 
@@ -224,9 +229,7 @@ class NAFNetTrainConfig:
 
     def __post_init__(self) -> None:
         self.families = list(self.families)
-        if isinstance(self.noise_sigma, int | float):
-            self.noise_sigma = (self.noise_sigma, self.noise_sigma)  # one fixed level
-        self.noise_sigma = tuple(float(v) for v in self.noise_sigma)
+        self.noise_sigma = noise_range(self.noise_sigma)
         if self.dec_blocks is None:
             self.dec_blocks = [1] * len(self.enc_blocks)
         checks = {
