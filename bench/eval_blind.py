@@ -172,9 +172,18 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     out["auto_candidates"] = [
         {k: (round(v, 5) if isinstance(v, float) else v) for k, v in c.items()}
         for c in auto.details.get("candidates", [])]
+    # auto's two other sources of kernels (blind_kernel): the blur estimate's families only
+    # (auto before the free-form kernel existed), and the free-form kernel always tried first
+    for name, source in (("auto_parametric", "parametric"), ("auto_shake_first", "shake")):
+        other = timed(name, lambda source=source: deblur_with_details(
+            y, noise_floor=floor, blind_kernel=source))
+        results[name] = _np(other.image)
+        out[f"{name}_reason"] = other.details.get("reason")
     # the blind parametric path alone (the verdict's kernel, never another family nor the
     # fallback): the same call as auto when auto kept the verdict's kernel
-    verdict_kept = bool(out["auto_candidates"]) and out["auto_candidates"][0]["accepted"]
+    parametric_candidates = [c for c in out["auto_candidates"]
+                             if not c["kernel"].startswith(SHAKE_PREFIX)]
+    verdict_kept = bool(parametric_candidates) and parametric_candidates[0]["accepted"]
     if verdict_kept:
         param = auto
     else:
@@ -340,6 +349,14 @@ def _log(row: dict) -> None:
           row.get("estimate", {}).get("confidence"), flush=True)
 
 
+SHAKE_PREFIX = "free-form kernel"  # how auto describes its free-form kernel candidate
+
+
+def _parametric(r: dict) -> list[dict]:
+    """The parametric kernels auto tried (its candidates less the free-form kernel)."""
+    return [c for c in r.get("auto_candidates", []) if not c["kernel"].startswith(SHAKE_PREFIX)]
+
+
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 3) if values else None
 
@@ -361,8 +378,10 @@ def summarise(rows: list[dict]) -> dict:
                          means["true_kernel"] - means["parametric"], 3),
                      "auto_ran_nafnet": sum(r["auto_method"] == "nafnet" for r in sel),
                      "auto_used_next_family": sum(
-                         any(c["accepted"] for c in r.get("auto_candidates", [])[1:])
-                         for r in sel),
+                         any(c["accepted"] for c in _parametric(r)[1:]) for r in sel),
+                     "auto_used_free_form_kernel": sum(
+                         any(c["accepted"] and c["kernel"].startswith(SHAKE_PREFIX)
+                             for c in r.get("auto_candidates", [])) for r in sel),
                      "auto_used_kernel_grid": sum(r["auto_kernel_model"] == "field" for r in sel)}
             if name == "synthetic":
                 entry["type_accuracy"] = round(float(np.mean(

@@ -157,3 +157,22 @@ def test_jpeg_inputs_get_the_noise_floor(tmp_path: Path, kernel: Path) -> None:
         result = invoke("deblur", src, "--kernel", kernel, "--force")
         assert result.exit_code == 0, result.output
         assert ("noise level raised to 0.005" in result.output) == floored, result.output
+
+
+def test_blind_kernel_options(tmp_path: Path, kernel: Path) -> None:
+    from fastdeblur.restore.pipeline import estimation_available
+
+    src = _image(tmp_path / "photo.png")
+    for size in ("30", "3", "103"):
+        assert_one_line_error(invoke("deblur", src, "--shake-size", size), "--shake-size")
+    assert_one_line_error(invoke("deblur", src, "--kernel", kernel, "--blind-kernel", "shake"),
+                          "only without --kernel")
+    assert invoke("deblur", src, "--blind-kernel", "nonsense").exit_code != 0
+    if not estimation_available():
+        pytest.skip("blur estimation is not installed")
+    saved = tmp_path / "used.npy"
+    result = invoke("deblur", src, "-o", tmp_path / "out.png", "--method", "hyperlaplacian",
+                    "--blind-kernel", "shake", "--shake-size", "9", "--save-kernel", saved)
+    assert result.exit_code == 0, result.output
+    assert "free-form kernel (9 px" in result.output
+    assert np.load(saved).shape == (9, 9)

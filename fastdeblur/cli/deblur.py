@@ -19,6 +19,12 @@ class Method(StrEnum):
     nafnet = "nafnet"
 
 
+class BlindKernel(StrEnum):
+    auto = "auto"
+    parametric = "parametric"
+    shake = "shake"
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -90,6 +96,16 @@ def register(app: typer.Typer) -> None:
             None, "--kernel", "-k",
             help="The blur kernel (.npy, .npz[:NAME] or an image); estimated when omitted.",
         ),
+        blind_kernel: BlindKernel = typer.Option(
+            BlindKernel.auto, "--blind-kernel", case_sensitive=False,
+            help="Without --kernel: auto (a free-form camera-shake kernel is estimated and "
+            "tried first when the Gaussian/motion/defocus estimate has low confidence), "
+            "parametric (those three families only) or shake (the free-form kernel first).",
+        ),
+        shake_size: int = typer.Option(
+            31, "--shake-size", help="Support of the free-form kernel in pixels (odd, 5-101): "
+            "at least the extent of the blur.",
+        ),
         device: Device = typer.Option(Device.auto, "--device", case_sensitive=False),
         save_kernel: Path = typer.Option(
             None, "--save-kernel", help="Save the kernel used (.npy; NAME.F for several inputs)."
@@ -118,6 +134,10 @@ def register(app: typer.Typer) -> None:
 
         if tile is not None and tile < 16:
             raise CLIError(f"--tile must be at least 16; got {tile}")
+        if shake_size % 2 == 0 or not 5 <= shake_size <= 101:
+            raise CLIError(f"--shake-size must be odd, from 5 to 101; got {shake_size}")
+        if kernel is not None and (blind_kernel != BlindKernel.auto or shake_size != 31):
+            raise CLIError("--blind-kernel and --shake-size apply only without --kernel")
         if noise is not None and not 0 <= noise <= 1:
             raise CLIError(f"--noise must be between 0 and 1; got {noise}")
         if save_kernel is not None and save_kernel.suffix.lower() != ".npy":
@@ -150,6 +170,7 @@ def register(app: typer.Typer) -> None:
                     data.pixels, method=method.value, kernel=psf, device=device.value,
                     noise_sigma=noise, tile=tile,
                     noise_floor=JPEG_NOISE_FLOOR if data.format == "JPEG" else None,
+                    blind_kernel=blind_kernel.value, shake_size=shake_size,
                 )
                 io.write(out, result.image, alpha=data.alpha, bit_depth=data.bit_depth,
                          source=image, force=force, icc_profile=data.icc_profile)
