@@ -5,6 +5,7 @@ from fastdeblur._version import __version__
 from fastdeblur.convolution import blur
 from fastdeblur.estimate import classify, estimate
 from fastdeblur.product_convolution import ProductConvolutionBlur
+from fastdeblur.restore.kernel_estimation import estimate_kernel
 from fastdeblur.restore.pipeline import deblur
 from fastdeblur.spatially_varying import SpatiallyVaryingBlur, sv_blur
 
@@ -16,6 +17,7 @@ __all__ = [
     "classify",
     "deblur",
     "estimate",
+    "estimate_kernel",
     "io",
     "psf",
     "sv_blur",

@@ -118,9 +118,15 @@ def test_bad_input(image: torch.Tensor, size: int, message: str) -> None:
         ke.estimate_kernel(image, size)
 
 
-def test_not_a_tensor() -> None:
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        ke.estimate_kernel(np.zeros((64, 64)), 7)
+def test_numpy_input_and_not_an_image() -> None:
+    import fastdeblur
+
+    _, y, _ = _shaken(image_size=64, size=7)
+    pixels = (y.numpy() * 255).round().astype(np.uint8)
+    torch.testing.assert_close(fastdeblur.estimate_kernel(pixels[..., None].repeat(3, -1), 9),
+                               ke.estimate_kernel(torch.from_numpy(pixels) / 255.0, 9))
+    with pytest.raises(TypeError, match="torch.Tensor or a numpy array"):
+        ke.estimate_kernel([[0.0] * 64] * 64, 7)
 
 
 def test_latent_step_with_a_delta_kernel_keeps_the_edges() -> None:

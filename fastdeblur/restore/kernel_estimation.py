@@ -29,12 +29,15 @@ for text):
 5. The result is shifted (bilinear, sub-pixel) so that its centroid is the centre pixel: like
    :func:`fastdeblur.psf.camera_shake`, deblurring with it does not move the image.
 
-Measured on camera-shake kernels (:func:`fastdeblur.psf.camera_shake`, 9–31 px) blurring
-256-px crops of training photos, σn 0 or 0.01, 8-bit — 40 cases, hyper-Laplacian deconvolution
-with the estimated kernel: 27.2 dB against 26.0 for the input and 34.3 with the true kernel;
-on 10 of the 40 it is worse than the input. That is why blind ``auto`` uses it only when the
-parametric estimate is not trusted and the deconvolution passes its checks
-(:mod:`fastdeblur.restore.pipeline`).
+Tuned on camera-shake kernels (:func:`fastdeblur.psf.camera_shake`, 9–31 px, speed variation
+0.5) blurring 256-px grey crops of *training* photos (never the held-out ones nor Levin), σn 0
+or 0.01, 8-bit, support 31 px — 40 cases, hyper-Laplacian deconvolution with the estimated
+kernel: mean 27.2 dB against 26.0 for the input and 26.8 for blind ``auto`` with the parametric
+families (34.3 with the true kernel on the first 16); better than that ``auto`` on 24 of the
+40, worse than the input on 15 (mostly noisy images and kernels much smaller than the
+support). So blind ``auto`` tries it only when the parametric estimate is not trusted and
+keeps it only when its deconvolution passes the checks (:mod:`fastdeblur.restore.pipeline`);
+held-out results are in ``bench/results/deblur_blind.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -69,8 +73,9 @@ EDGES_PER_BIN = 20
 # The half-quadratic splitting of the latent step: weight from 2λ, × SPLIT_RATE, up to SPLIT_MAX.
 SPLIT_RATE = 2.0
 SPLIT_MAX = 1e5
-# Images larger than this are estimated on their most textured window of this size.
-WINDOW = 384
+# Images larger than this are estimated on their most textured window of this size: the size
+# the method was tuned on, and the cost grows with the area (about 1.5 s at 256², 2 threads).
+WINDOW = 256
 DEFAULT_SIZE = 31
 
 
@@ -258,9 +263,14 @@ def check_size(size: int) -> None:
         raise ValueError(f"the kernel size must be an odd integer from 5 to 101; got {size!r}")
 
 
-def _as_gray(image: torch.Tensor | Any) -> torch.Tensor:
+def _as_gray(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(image, np.ndarray):
+        from fastdeblur.convolution import _to_tensor
+
+        image = _to_tensor(image)[0]
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a torch.Tensor; got {type(image).__name__}")
+        raise TypeError(f"image must be a torch.Tensor or a numpy array; got "
+                        f"{type(image).__name__}")
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
     if image.ndim == 3:
@@ -274,7 +284,7 @@ def _as_gray(image: torch.Tensor | Any) -> torch.Tensor:
 
 
 def estimate_kernel(
-    image: torch.Tensor,
+    image: torch.Tensor | np.ndarray,
     size: int = DEFAULT_SIZE,
     *,
     noise_sigma: float | None = None,
@@ -286,8 +296,9 @@ def estimate_kernel(
     See the module docstring for the method and what it achieves. Deterministic.
 
     Args:
-        image: The blurred image ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)``, float in
-            [0, 1]; colour is averaged to grey.
+        image: The blurred image: a tensor ``(H, W)``, ``(C, H, W)`` or ``(1, C, H, W)``,
+            float in [0, 1], or a numpy ``HW``/``HWC`` array (uint8, uint16 or float); colour
+            is averaged to grey.
         size: Side of the kernel's support, odd, 5–101: at least the extent of the blur
             (a support much larger than the blur fits noise in the spare taps).
         noise_sigma: Noise standard deviation of the image; estimated when None.

@@ -24,6 +24,15 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   2. it does not explain the image: ``‖k ⋆ x̂ − y‖`` above :data:`FALLBACK_RESIDUAL` (1.2) times
      the noise level (:func:`blur_residual`).
 
+  **Camera shake.** When the estimate's confidence is below :data:`SHAKE_CONFIDENCE` (0.5:
+  no parametric family explains the image well enough to trust its type), a free-form kernel
+  is first estimated from the image itself
+  (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px by default:
+  ``shake_size``) and tried before the families, with a looser ringing limit
+  (:data:`SHAKE_OVERSHOOT`, 1 %: an estimated kernel keeps faint spurious taps).
+  ``blind_kernel="parametric"`` turns this off, ``"shake"`` tries the free-form kernel first
+  whatever the confidence (with an explicit method, it is the kernel used).
+
   When every candidate is rejected (or the estimate's confidence is below
   :data:`FALLBACK_CONFIDENCE`, 0: off) ``auto`` **falls back to the learned deblurrer**
   (NAFNet, ``method="nafnet"``). Images larger than :data:`SCREEN_SIZE` screen the candidates
