@@ -214,6 +214,27 @@ def test_blind_kernel_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not any(c["kernel"].startswith("free-form") for c in small.details["candidates"])
 
 
+def test_kernel_extent() -> None:
+    assert pipeline.kernel_extent(psf.motion(10.0, 0.0)) == 11
+    assert pipeline.kernel_extent(psf.gaussian(1.0)) == 7  # taps above 1 % of the peak
+    grid = torch.zeros(2, 2, 9, 9)
+    grid[..., 4, 4] = 1
+    grid[1, 1, 2, 1:8] = 1
+    assert pipeline.kernel_extent(grid) == 7
+
+
+def test_auto_skips_a_free_form_kernel_smaller_than_the_verdict(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, y, _ = _shaken(image_size=96, size=9)
+    long = SimpleNamespace(blur_type="motion", params={"length": 25.0, "angle": 0.0},
+                           confidence=0.3, map=None, warnings=[])
+    monkeypatch.setattr(pipeline, "_estimate", lambda image: long)
+    tried = deblur_with_details(y[None], shake_size=21).details["candidates"]
+    assert not any(c["kernel"].startswith("free-form") for c in tried)
+    tried = deblur_with_details(y[None], shake_size=29).details["candidates"]
+    assert tried[0]["kernel"].startswith("free-form kernel (29 px")
+
+
 def test_free_form_kernel_has_its_own_overshoot_limit() -> None:
     assert pipeline.FALLBACK_OVERSHOOT < pipeline.SHAKE_OVERSHOOT
     share = (pipeline.FALLBACK_OVERSHOOT + pipeline.SHAKE_OVERSHOOT) / 2
