@@ -36,8 +36,15 @@ verdict's kernel, else the next blur family's fit that passes the checks, else N
 blind parametric path alone (``deblur(y, method="hyperlaplacian")``: the verdict's kernel, never
 another family nor the fallback) and of the same with one kernel forced (the estimate's overall
 kernel, no grid); of ``deblur(y, method="nafnet")``. Also the estimate (type, parameters,
-confidence), what ``auto`` did and why, and every kernel it tried (``auto_candidates``). Levin
-adds the error ratio SSD(blind) / SSD(true kernel).
+confidence), what ``auto`` did and why, and every kernel it tried (``auto_candidates``); and
+``auto`` with its two other sources of blind kernels (``blind_kernel``): ``auto_parametric``
+(the blur estimate's families only: ``auto`` before the free-form kernel) and
+``auto_shake_first`` (the free-form kernel of
+:func:`fastdeblur.restore.kernel_estimation.estimate_kernel` tried first on every image). Levin
+adds the error ratio SSD(blind) / SSD(true kernel), and the same after the best integer shift
+of up to 5 px over the image less 15 px per side (``psnr_aligned``, ``error_ratio_aligned``:
+Levin's kernels are not centred, so the blurred image and every blind result, deconvolved with
+a centred kernel, sit up to 4 px off the sharp image; the field compares after alignment).
 
 The fallback sweep: for a grid of thresholds — confidence C, residual R, overshoot O (see
 :func:`fastdeblur.restore.pipeline.fallback_reason`) — and both kernel models (the blur map's
@@ -223,7 +230,8 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
         # Levin: the kernels are not centred, so the blurred image and every blind result (whose
         # kernel is centred) sit up to 4 px off the sharp one; the field compares after the
         # best shift (Levin et al. 2009), over the image less a border
-        aligned = {name: aligned_ssd(x, sharp) for name, x in results.items()}
+        aligned = {"blurred": aligned_ssd(_np(y), sharp)}
+        aligned |= {name: aligned_ssd(x, sharp) for name, x in results.items()}
         out["psnr_aligned"] = {name: round(float(10 * np.log10(n / max(v, 1e-20))), 3)
                                for name, (v, n) in aligned.items()}
         out["_ssd_aligned"] = {name: v for name, (v, _) in aligned.items()}
@@ -367,10 +375,12 @@ def levin_rows(shared: Path, quick: bool) -> list[dict]:
                 for name, v in row["_ssd"].items() if not name.startswith("true_kernel")}
             row["error_ratio_aligned"] = {
                 name: round(v / row["_ssd_aligned"]["true_kernel"], 3)
-                for name, v in row["_ssd_aligned"].items() if not name.startswith("true_kernel")}
+                for name, v in row["_ssd_aligned"].items()
+                if not name.startswith("true_kernel") and name != "blurred"}
             row["error_ratio_aligned_vs_circular"] = {
                 name: round(v / row["_ssd_aligned"]["true_kernel_circular"], 3)
-                for name, v in row["_ssd_aligned"].items() if not name.startswith("true_kernel")}
+                for name, v in row["_ssd_aligned"].items()
+                if not name.startswith("true_kernel") and name != "blurred"}
             rows.append(row)
             _log(row)
     return rows
