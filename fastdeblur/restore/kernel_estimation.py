@@ -31,13 +31,14 @@ for text):
 
 Tuned on camera-shake kernels (:func:`fastdeblur.psf.camera_shake`, 9–31 px, speed variation
 0.5) blurring 256-px grey crops of *training* photos (never the held-out ones nor Levin), σn 0
-or 0.01, 8-bit, support 31 px — 40 cases, hyper-Laplacian deconvolution with the estimated
-kernel: mean 27.2 dB against 26.0 for the input and 26.8 for blind ``auto`` with the parametric
-families (34.3 with the true kernel on the first 16); better than that ``auto`` on 24 of the
-40, worse than the input on 15 (mostly noisy images and kernels much smaller than the
-support). So blind ``auto`` tries it only when the parametric estimate is not trusted and
-keeps it only when its deconvolution passes the checks (:mod:`fastdeblur.restore.pipeline`);
-held-out results are in ``bench/results/deblur_blind.json``.
+or 0.01, 8-bit, support 31 px — 40 cases (``bench/tune_shake_kernel.py``), hyper-Laplacian
+deconvolution with the estimated kernel: mean 27.2 dB against 26.0 for the input, 26.8 for
+blind ``auto`` with the parametric families and 34.8 with the true kernel; better than that
+``auto`` on 23 of the 40, worse than the input on 16 (mostly noisy images and kernels much
+smaller than the support). About 1.6 s per 256² image on 2 cores. So blind ``auto`` tries it
+only when the parametric estimate is not trusted and keeps it only when its deconvolution
+passes the checks (:mod:`fastdeblur.restore.pipeline`); held-out results are in
+``bench/results/deblur_blind.json``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,162 @@
+"""Tuning data of the free-form (camera-shake) kernel in blind ``auto``.
+
+``PYTHONPATH=. python -m bench.tune_shake_kernel [--out bench/results/tune_shake_kernel.json]``
+
+Two sets of camera shakes on *training* photos — ``../shared/data/sharp`` less the held-out
+images of the estimator and of NAFNet (``bench.eval_blind.held_out_names``), never Levin: set 0
+has 16 images, set 1 24 (drawn again, so some photos recur with other kernels). Each image: the
+central 256×256 grey crop, a random :func:`fastdeblur.psf.camera_shake` kernel of 9–31 px
+(speed variation 0.5), reflect border, white noise σn 0.01 on every other image (else none),
+8-bit. Per case: PSNR of the input; of blind ``auto`` with the parametric families only
+(``blind_kernel="parametric"``); of the hyper-Laplacian deconvolution with the free-form
+kernel (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px) and with the true
+kernel; the estimate's confidence; the free-form deconvolution's residual and overshoot (the
+checks of ``auto``). Then the policy table: "the free-form kernel when the confidence is below
+C and its deconvolution passes the residual check and overshoots at most O, else ``auto``",
+mean PSNR per set for a grid of C and O — the data behind
+``pipeline.SHAKE_CONFIDENCE`` and ``pipeline.SHAKE_OVERSHOOT``. About 4 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.eval_blind import SHARED, held_out_names, load_image, psnr
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = {0: 16, 1: 24}
+CONFIDENCES = [0.5, 0.9, 1.01]
+OVERSHOOTS = [0.002, 0.005, 0.01, 0.02, 1.0]  # 1: no limit
+RESIDUAL = 1.2
+
+
+def cases(shared: Path, n: int, seed: int) -> list[tuple]:
+    """``(name, sharp (H, W), blurred (H, W), kernel, noise σ)`` of one set."""
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+    from fastdeblur.synth import image_paths
+
+    held_out = held_out_names(shared)
+    excluded = set(held_out["estimator"]) | set(held_out["nafnet"])
+    names = [p.name for p in image_paths(shared / "sharp") if p.name not in excluded]
+    rng = np.random.RandomState(123 + seed)
+    names = [names[i] for i in rng.permutation(len(names))[:n]]
+    g = torch.Generator().manual_seed(77 + seed)
+    out = []
+    for i, name in enumerate(names):
+        sharp = load_image(shared, name).mean(0, keepdim=True)
+        size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
+        kernel = psf.camera_shake(size, generator=g, speed_variation=0.5, dtype=torch.float32)
+        y = convolve(sharp[None], kernel, boundary="reflect")[0]
+        sigma = 0.01 if i % 2 == 0 else 0.0
+        y = y + sigma * torch.randn(y.shape, generator=g)
+        y = (y.clamp(0, 1) * 255).round() / 255
+        out.append((name, sharp[0], y[0], kernel, sigma))
+    return out
+
+
+def run_case(sharp: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor) -> dict:
+    from fastdeblur.restore.kernel_estimation import estimate_kernel
+    from fastdeblur.restore.pipeline import blur_residual, deblur_with_details, overshoot
+    from fastdeblur.restore.uniform import hyper_laplacian, noise_level
+
+    ref = sharp.numpy()
+    yt = y[None, None]
+    t0 = time.perf_counter()
+    free = estimate_kernel(y)
+    seconds = time.perf_counter() - t0
+    x_free = hyper_laplacian(yt, free)
+    sigma = noise_level(yt, None)
+    auto = deblur_with_details(yt[0], blind_kernel="parametric")
+    return {
+        "psnr": {"blurred": psnr(y.numpy(), ref),
+                 "auto_parametric": psnr(auto.image[0].numpy(), ref),
+                 "free_form": psnr(x_free[0, 0].numpy(), ref),
+                 "true_kernel": psnr(hyper_laplacian(yt, kernel)[0, 0].numpy(), ref)},
+        "confidence": float(auto.estimate.confidence),
+        "free_form_residual": blur_residual(yt, x_free, free, sigma),
+        "free_form_overshoot": overshoot(x_free, free, yt),
+        "free_form_seconds": seconds,
+    }
+
+
+def policy_table(rows: list[dict]) -> list[dict]:
+    table = []
+    for c in CONFIDENCES:
+        for o in OVERSHOOTS:
+            entry: dict = {"confidence_below": c, "overshoot_at_most": o}
+            for s in sorted({r["set"] for r in rows}):
+                sel = [r for r in rows if r["set"] == s]
+                use = [r["confidence"] < c and r["free_form_overshoot"] <= o
+                       and r["free_form_residual"] <= RESIDUAL for r in sel]
+                psnrs = [r["psnr"]["free_form"] if u else r["psnr"]["auto_parametric"]
+                         for r, u in zip(sel, use, strict=True)]
+                entry[f"set{s}_mean_psnr"] = round(float(np.mean(psnrs)), 3)
+                entry[f"set{s}_free_form_used"] = int(sum(use))
+            table.append(entry)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tune_shake_kernel")
+    parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results"
+                        / "tune_shake_kernel.json")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    if not (args.shared / "sharp").is_dir():
+        print(f"error: shared data not found under {args.shared}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    from bench._timing import machine
+
+    rows = []
+    t0 = time.perf_counter()
+    for seed, n in SETS.items():
+        for name, sharp, y, kernel, sigma in cases(args.shared, n, seed):
+            row = {"set": seed, "image": name, "kernel_size": kernel.shape[0], "noise": sigma}
+            row |= run_case(sharp, y, kernel)
+            rows.append(row)
+            print(seed, name, row["kernel_size"], sigma,
+                  {k: round(v, 2) for k, v in row["psnr"].items()},
+                  f"confidence {row['confidence']:.2f}", flush=True)
+    summary = {}
+    for s in SETS:
+        sel = [r for r in rows if r["set"] == s]
+        summary[f"set{s}"] = {
+            "n": len(sel),
+            "mean_psnr": {m: round(float(np.mean([r["psnr"][m] for r in sel])), 3)
+                          for m in sel[0]["psnr"]},
+            "free_form_beats_auto_parametric": sum(
+                r["psnr"]["free_form"] > r["psnr"]["auto_parametric"] for r in sel),
+            "free_form_below_input": sum(
+                r["psnr"]["free_form"] < r["psnr"]["blurred"] for r in sel),
+        }
+    report = {
+        "benchmark": "tune_shake_kernel",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "PYTHONPATH=. python -m bench.tune_shake_kernel",
+        "machine": machine(),
+        "protocol": __doc__,
+        "summary": summary,
+        "policy": policy_table(rows),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
