@@ -8,7 +8,9 @@ Blind, end to end (the ``fastdeblur deblur photo.png`` job, target <= 5 s on 2 C
 photo (``skimage.data.coffee`` resized to 1024×768, noise 0.01) saved as PNG, then read
 (``fastdeblur.io.read``), ``deblur_with_details(method="auto")`` and written
 (``fastdeblur.io.write``). Three cases: a Gaussian blur (σ = 2) and a random camera shake
-(21 px, seed 3), each deconvolved with the kernel ``auto`` accepts, and the fallback path,
+(21 px, seed 3), each deconvolved with the kernel ``auto`` accepts; the camera-shake image
+with the free-form kernel estimated and tried first (``blind_kernel="shake"``: what ``auto``
+does when the estimate is not trusted; 31 px, on a 256-px window); and the fallback path,
 timed on the camera-shake image with the ringing threshold forced to reject every kernel:
 the estimate, every candidate screened and rejected, then NAFNet. (The slowest path, the last
 candidate accepted, costs the screenings of the third case plus one deconvolution of the
@@ -81,6 +83,10 @@ def blind_end_to_end(quick: bool, device: str) -> list[dict]:
         y = convolve(photo, kernel)
         y = (y + 0.01 * torch.randn(y.shape, generator=gen)).clamp(0, 1)[0]
         rows += _time_blind(y, f"3x{H}x{W} png, {blur_name}", quick, device)
+    # the free-form kernel path (what auto does when the estimate's confidence is below
+    # pipeline.SHAKE_CONFIDENCE), forced here: this image's estimate is confident
+    rows += _time_blind(y, f"3x{H}x{W} png, {blur_name}, free-form kernel first", quick,
+                        device, blind_kernel="shake")
     # the slowest path: every candidate kernel rejected, then NAFNet
     saved = pipeline.FALLBACK_OVERSHOOT
     pipeline.FALLBACK_OVERSHOOT = -1.0
@@ -92,7 +98,8 @@ def blind_end_to_end(quick: bool, device: str) -> list[dict]:
     return rows
 
 
-def _time_blind(y: torch.Tensor, shape: str, quick: bool, device: str) -> list[dict]:
+def _time_blind(y: torch.Tensor, shape: str, quick: bool, device: str,
+                **options: object) -> list[dict]:
     """Rows of one blurred image ``y`` ``(3, H, W)``: the end-to-end median and its stages."""
     import statistics
     import tempfile
@@ -110,7 +117,7 @@ def _time_blind(y: torch.Tensor, shape: str, quick: bool, device: str) -> list[d
             t0 = time.perf_counter()
             data = io.read(src)
             t1 = time.perf_counter()
-            result = deblur_with_details(data.pixels, device=device)
+            result = deblur_with_details(data.pixels, device=device, **options)
             t2 = time.perf_counter()
             io.write(dst, result.image, force=True)
             t3 = time.perf_counter()
