@@ -29,7 +29,9 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   is first estimated from the image itself
   (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px by default:
   ``shake_size``) and tried before the families, with a looser ringing limit
-  (:data:`SHAKE_OVERSHOOT`, 1 %: an estimated kernel keeps faint spurious taps).
+  (:data:`SHAKE_OVERSHOOT`, 1 %: an estimated kernel keeps faint spurious taps) — unless the
+  verdict's own kernel would not fit inside that support (:func:`kernel_extent`; a long motion
+  needs a larger ``shake_size``).
   ``blind_kernel="parametric"`` turns this off, ``"shake"`` tries the free-form kernel first
   whatever the confidence (with an explicit method, it is the kernel used).
 
