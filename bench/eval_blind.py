@@ -70,6 +70,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastdeblur.restore.pipeline import SHAKE_DESCRIPTION as SHAKE_PREFIX
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTDEBLUR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 NOISE_SIGMA = 0.01
@@ -180,9 +182,14 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
         {k: (round(v, 5) if isinstance(v, float) else v) for k, v in c.items()}
         for c in auto.details.get("candidates", [])]
     # auto's two other sources of kernels (blind_kernel): the blur estimate's families only
-    # (auto before the free-form kernel existed), and the free-form kernel always tried first
-    for name, source in (("auto_parametric", "parametric"), ("auto_shake_first", "shake")):
-        other = timed(name, lambda source=source: deblur_with_details(
+    # (auto before the free-form kernel existed), and the free-form kernel always tried first.
+    # Each is the same call as auto (deterministic) when auto did not / did try the free-form
+    # kernel first.
+    tried_shake_first = bool(out["auto_candidates"]) and out["auto_candidates"][0][
+        "kernel"].startswith(SHAKE_PREFIX)
+    for name, source, same in (("auto_parametric", "parametric", not tried_shake_first),
+                               ("auto_shake_first", "shake", tried_shake_first)):
+        other = auto if same else timed(name, lambda source=source: deblur_with_details(
             y, noise_floor=floor, blind_kernel=source))
         results[name] = _np(other.image)
         out[f"{name}_reason"] = other.details.get("reason")
@@ -391,7 +398,6 @@ def _log(row: dict) -> None:
           row.get("estimate", {}).get("confidence"), flush=True)
 
 
-SHAKE_PREFIX = "free-form kernel"  # how auto describes its free-form kernel candidate
 
 
 def _parametric(r: dict) -> list[dict]:

@@ -103,8 +103,8 @@ def register(app: typer.Typer) -> None:
             "parametric (those three families only) or shake (the free-form kernel first).",
         ),
         shake_size: int = typer.Option(
-            31, "--shake-size", help="Support of the free-form kernel in pixels (odd, 5-101): "
-            "at least the extent of the blur.",
+            None, "--shake-size", help="Support of the free-form kernel in pixels (odd, 5-101; "
+            "default 31): at least the extent of the blur.",
         ),
         device: Device = typer.Option(Device.auto, "--device", case_sensitive=False),
         save_kernel: Path = typer.Option(
@@ -134,9 +134,14 @@ def register(app: typer.Typer) -> None:
 
         if tile is not None and tile < 16:
             raise CLIError(f"--tile must be at least 16; got {tile}")
-        if shake_size % 2 == 0 or not 5 <= shake_size <= 101:
-            raise CLIError(f"--shake-size must be odd, from 5 to 101; got {shake_size}")
-        if kernel is not None and (blind_kernel != BlindKernel.auto or shake_size != 31):
+        if shake_size is not None:
+            from fastdeblur.restore.kernel_estimation import check_size
+
+            try:
+                check_size(shake_size)
+            except ValueError as error:
+                raise CLIError(f"--shake-size: {error}") from None
+        if kernel is not None and (blind_kernel != BlindKernel.auto or shake_size is not None):
             raise CLIError("--blind-kernel and --shake-size apply only without --kernel")
         if noise is not None and not 0 <= noise <= 1:
             raise CLIError(f"--noise must be between 0 and 1; got {noise}")

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastdeblur.restore.uniform import otf
+
 # Level-to-level scale of the coarse-to-fine pyramid and the kernel size at the coarsest level.
 SCALE_RATIO = math.sqrt(0.5)
 COARSEST_KERNEL = 5
@@ -91,12 +93,8 @@ def _grad_t(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
 
 
 def _otf(k: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Half-spectrum transfer function of a kernel centred at ``(kh // 2, kw // 2)``."""
-    kh, kw = k.shape
-    big = k.new_zeros(shape)
-    big[:kh, :kw] = k
-    big = torch.roll(big, (-(kh // 2), -(kw // 2)), (0, 1))
-    return torch.fft.rfft2(big)
+    """:func:`fastdeblur.restore.uniform.otf` of one kernel ``(kh, kw)``: ``(FH, FW // 2 + 1)``."""
+    return otf(k[None], shape)[0, 0]
 
 
 def _psf(K: torch.Tensor, shape: tuple[int, int], size: int) -> torch.Tensor:
@@ -254,7 +252,6 @@ def _levels(size: int) -> list[int]:
     for s in range(n):
         k = math.ceil(size * SCALE_RATIO**s)
         sizes.append(k + (k % 2 == 0))
-    sizes[0] = size
     return sizes[::-1]
 
 

@@ -91,7 +91,7 @@ import numpy as np
 import torch
 
 from fastdeblur.convolution import _from_tensor, _to_tensor
-from fastdeblur.restore import uniform, varying
+from fastdeblur.restore import kernel_estimation, uniform, varying
 from fastdeblur.restore.tiling import tiled
 from fastdeblur.synth import SIZE_PARAM
 
@@ -237,6 +237,8 @@ SHAKE_CONFIDENCE = 0.5
 # parametric blurs that would replace verdicts that are right, so 0.5, the estimator's
 # calibrated "trust it" point, is kept).
 SHAKE_OVERSHOOT = 0.01
+# How ``details["candidates"]`` and ``details["reason"]`` name the free-form kernel.
+SHAKE_DESCRIPTION = "free-form kernel"
 
 
 def _centre_pad(k: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
@@ -540,8 +542,6 @@ def deblur_with_details(
     if blind_kernel not in BLIND_KERNELS:
         raise ValueError(f"blind_kernel must be one of {', '.join(BLIND_KERNELS)}; "
                          f"got {blind_kernel!r}")
-    from fastdeblur.restore import kernel_estimation
-
     shake_size = kernel_estimation.DEFAULT_SIZE if shake_size is None else shake_size
     kernel_estimation.check_size(shake_size)
     dev = resolve_device(device)
@@ -554,6 +554,10 @@ def deblur_with_details(
     y = x.to(device=dev, dtype=torch.float32)
     estimate_result = None
     candidates: list[tuple[str, torch.Tensor, float | None]] = []
+
+    def shake_kernel() -> torch.Tensor:
+        return _as_kernel(kernel_estimation.estimate_kernel(y, shake_size), dev)
+
     if method == "nafnet":
         details["reason"] = "nafnet was asked for (learned blind deblurring, no kernel)"
     elif kernel is None:
@@ -570,12 +574,11 @@ def deblur_with_details(
                           for d, kc in candidate_kernels(estimate_result)]
             if _wants_shake(blind_kernel, estimate_result, y, shake_size,
                             kernel_extent(candidates[0][1])):
-                shake = _as_kernel(kernel_estimation.estimate_kernel(y, shake_size), dev)
-                candidates.insert(0, (_describe_shake(shake_size, estimate_result), shake,
-                                      SHAKE_OVERSHOOT))
+                candidates.insert(0, (_describe_shake(shake_size, estimate_result),
+                                      shake_kernel(), SHAKE_OVERSHOOT))
         elif blind_kernel == "shake" and _wants_shake(blind_kernel, estimate_result, y,
                                                       shake_size):
-            k = _as_kernel(kernel_estimation.estimate_kernel(y, shake_size), dev)
+            k = shake_kernel()
             details["reason"] = f"estimated {_describe_shake(shake_size, estimate_result)}"
         else:
             # an explicit method uses the verdict's kernel whatever the checks say
@@ -707,7 +710,7 @@ def _wants_shake(blind_kernel: str, est: Any, y: torch.Tensor, size: int,
 
 def _describe_shake(size: int, est: Any) -> str:
     confidence = float(getattr(est, "confidence", 1.0))
-    return (f"free-form kernel ({size} px; the parametric estimate has confidence "
+    return (f"{SHAKE_DESCRIPTION} ({size} px; the parametric estimate has confidence "
             f"{confidence:.2f})")
 
 
