@@ -656,6 +656,8 @@ def _deconvolve(y: torch.Tensor, k: torch.Tensor, method: str, sigma: torch.Tens
     """Deconvolve the whole image ``(1, C, H, W)``: a grid of kernels, tiles, or one call."""
     if k.ndim == 4:
         return _deconvolve_field(y, k, method, sigma)
+    # A free-form kernel rarely fills its support; the padded domain grows with the kernel.
+    k = trim_zero_border(k)
     H, W = y.shape[-2:]
     kh, kw = k.shape
     if tile is None and H * W > AUTO_TILE_PIXELS:
@@ -669,6 +671,21 @@ def _deconvolve(y: torch.Tensor, k: torch.Tensor, method: str, sigma: torch.Tens
     if progress is not None:
         progress(1, 1)
     return out
+
+
+def trim_zero_border(kernel: torch.Tensor) -> torch.Tensor:
+    """Crop the all-zero rows and columns of ``kernel`` ``(kh, kw)``, as many from each end of
+    an axis, so that its centre pixel stays the centre: the same blur."""
+    nonzero = kernel != 0
+    if not bool(nonzero.any()):
+        return kernel
+
+    def margin(used: torch.Tensor) -> int:
+        idx = torch.nonzero(used).flatten()
+        return min(int(idx[0]), used.numel() - 1 - int(idx[-1]))
+
+    r, c = margin(nonzero.any(1)), margin(nonzero.any(0))
+    return kernel[r:kernel.shape[0] - r, c:kernel.shape[1] - c]
 
 
 def kernel_extent(kernel: torch.Tensor) -> int:
