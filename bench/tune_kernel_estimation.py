@@ -16,6 +16,11 @@ its centroid), as on Levin's benchmark:
   their ratios run high);
 - seconds per estimate.
 
+``--family parametric`` runs the same on parametric blurs instead (the free-form estimator is
+also tried on them when the parametric estimate is not trusted): 48 cases of
+:func:`bench.tune_shake_kernel.parametric_cases` (training photos; a Gaussian, motion or defocus
+kernel in turn, parameters uniform over the supported range, σn 0.01 on every other image).
+
 ``--set`` overrides a module constant of ``kernel_estimation`` (e.g. ``--set
 REFINE_ITERATIONS=3``), so one command measures one configuration. Each run appends a record
 to ``--out`` (``bench/results/tune_kernel_estimation.json``). About 2.5 minutes per
@@ -35,10 +40,11 @@ import numpy as np
 import torch
 
 from bench.eval_blind import SHARED, aligned_ssd
-from bench.tune_shake_kernel import cases
+from bench.tune_shake_kernel import cases, parametric_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = {0: 16, 1: 24, 2: 24, 3: 16}
+PARAMETRIC_SETS = {10: 24, 11: 24}
 
 
 def override(assignments: list[str]) -> dict[str, float | int]:
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tune_kernel_estimation")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--label", default="")
+    parser.add_argument("--family", choices=["camera_shake", "parametric"],
+                        default="camera_shake")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results"
                         / "tune_kernel_estimation.json")
@@ -76,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     constants = override(args.set)
     rows = []
     seconds = 0.0
-    for seed, n in SETS.items():
-        for name, sharp, y, kernel, sigma in cases(args.shared, n, seed):
+    make, sets = ((cases, SETS) if args.family == "camera_shake"
+                  else (parametric_cases, PARAMETRIC_SETS))
+    for seed, n in sets.items():
+        for name, sharp, y, kernel, sigma in make(args.shared, n, seed):
             ref = sharp.numpy()
             t0 = time.perf_counter()
             k = estimate_kernel(y)
@@ -93,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     noisy = np.array([r["noise"] > 0 for r in rows])
     record = {
         "label": args.label,
+        "family": args.family,
         "set": constants,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cases": len(rows),
