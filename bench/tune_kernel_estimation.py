@@ -29,20 +29,15 @@ configuration on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from bench.eval_blind import SHARED, aligned_ssd
-from bench.tune_shake_kernel import cases, parametric_cases
+from bench.eval_blind import aligned_ssd
+from bench.tune_shake_kernel import cases, parametric_cases, ready, tuning_parser
 
-ROOT = Path(__file__).resolve().parents[1]
 SETS = {0: 16, 1: 24, 2: 24, 3: 16}
 PARAMETRIC_SETS = {10: 24, 11: 24}
 
@@ -63,20 +58,14 @@ def override(assignments: list[str]) -> dict[str, float | int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tune_kernel_estimation")
+    parser = tuning_parser("tune_kernel_estimation")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--label", default="")
     parser.add_argument("--family", choices=["camera_shake", "parametric"],
                         default="camera_shake")
-    parser.add_argument("--shared", type=Path, default=SHARED)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results"
-                        / "tune_kernel_estimation.json")
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if not (args.shared / "sharp").is_dir():
-        print(f"error: shared data not found under {args.shared}", file=sys.stderr)
+    if not ready(args):
         return 2
-    torch.set_num_threads(args.threads)
     from bench._timing import machine
     from fastdeblur.restore.kernel_estimation import estimate_kernel
     from fastdeblur.restore.uniform import hyper_laplacian

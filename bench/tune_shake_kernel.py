@@ -143,17 +143,29 @@ def policy_table(rows: list[dict]) -> list[dict]:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tune_shake_kernel")
+def tuning_parser(name: str) -> argparse.ArgumentParser:
+    """The options every tuning script shares: ``--shared``, ``--out``
+    (``bench/results/NAME.json``) and ``--threads``."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}")
     parser.add_argument("--shared", type=Path, default=SHARED)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results"
-                        / "tune_shake_kernel.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"{name}.json")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def ready(args: argparse.Namespace) -> bool:
+    """Set the thread count; False (with a one-line error) when the shared data is missing."""
     if not (args.shared / "sharp").is_dir():
         print(f"error: shared data not found under {args.shared}", file=sys.stderr)
-        return 2
+        return False
     torch.set_num_threads(args.threads)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tuning_parser("tune_shake_kernel").parse_args(argv)
+    if not ready(args):
+        return 2
     from bench._timing import machine
 
     rows = []
