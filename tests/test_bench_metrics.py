@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.eval_blind import ALIGN_BORDER, ALIGN_SHIFT, aligned_ssd, ssd
 
@@ -19,3 +20,17 @@ def test_aligned_ssd_forgives_a_shift_and_nothing_else() -> None:
     noisy = ref + 0.01 * rng.standard_normal(ref.shape)
     assert aligned_ssd(noisy, ref)[0] <= ssd(noisy, ref)  # never worse than unaligned
     assert aligned_ssd(noisy[None], ref[None])[0] == aligned_ssd(noisy, ref)[0]  # (C, H, W)
+
+
+def test_tuning_override_sets_numeric_constants_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.tune_kernel_estimation import override
+    from fastdeblur.restore import kernel_estimation as ke
+
+    monkeypatch.setattr(ke, "REFINE_ITERATIONS", ke.REFINE_ITERATIONS)
+    monkeypatch.setattr(ke, "REFINE_START", ke.REFINE_START)
+    assert override(["REFINE_ITERATIONS=7", "REFINE_START=2e-3"]) == {
+        "REFINE_ITERATIONS": 7, "REFINE_START": 2e-3}
+    assert ke.REFINE_ITERATIONS == 7 and isinstance(ke.REFINE_ITERATIONS, int)
+    for bad in ("NO_SUCH=1", "estimate_kernel=1", "REFINE_START=", "REFINE_START"):
+        with pytest.raises(SystemExit, match="not NAME=VALUE"):
+            override([bad])
