@@ -12,8 +12,9 @@ motion, defocus in turn, parameters uniform over the supported range, the same n
 quantisation), where the free-form kernel must not replace a good parametric fit. Per case:
 PSNR of the input; of blind ``auto`` with the parametric families only
 (``blind_kernel="parametric"``); of the hyper-Laplacian deconvolution with the free-form
-kernel (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px) and with the true
-kernel; the estimate's confidence; the free-form deconvolution's residual and overshoot (the
+kernel (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px; with the noise
+level raised to ``pipeline.SHAKE_NOISE_FLOOR``, as ``auto`` does, and without) and with the
+true kernel; the estimate's confidence; the free-form deconvolution's residual and overshoot (the
 checks of ``auto``). Then the policy table: "the free-form kernel when the confidence is below
 C and its deconvolution passes the residual check and overshoots at most O, else ``auto``",
 mean PSNR per set and over all cases for a grid of C and O — the data behind
@@ -100,7 +101,12 @@ def parametric_cases(shared: Path, n: int, seed: int) -> list[tuple]:
 
 def run_case(sharp: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor) -> dict:
     from fastdeblur.restore.kernel_estimation import estimate_kernel
-    from fastdeblur.restore.pipeline import blur_residual, deblur_with_details, overshoot
+    from fastdeblur.restore.pipeline import (
+        SHAKE_NOISE_FLOOR,
+        blur_residual,
+        deblur_with_details,
+        overshoot,
+    )
     from fastdeblur.restore.uniform import hyper_laplacian, noise_level
 
     ref = sharp.numpy()
@@ -108,13 +114,16 @@ def run_case(sharp: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor) -> dict
     t0 = time.perf_counter()
     free = estimate_kernel(y)
     seconds = time.perf_counter() - t0
-    x_free = hyper_laplacian(yt, free)
     sigma = noise_level(yt, None)
+    # as blind ``auto`` deconvolves it: with the noise floor of an estimated kernel
+    x_free = hyper_laplacian(yt, free, noise_sigma=sigma.clamp_min(SHAKE_NOISE_FLOOR))
+    x_free_unfloored = hyper_laplacian(yt, free, noise_sigma=sigma)
     auto = deblur_with_details(yt[0], blind_kernel="parametric")
     return {
         "psnr": {"blurred": psnr(y.numpy(), ref),
                  "auto_parametric": psnr(auto.image[0].numpy(), ref),
                  "free_form": psnr(x_free[0, 0].numpy(), ref),
+                 "free_form_without_noise_floor": psnr(x_free_unfloored[0, 0].numpy(), ref),
                  "true_kernel": psnr(hyper_laplacian(yt, kernel)[0, 0].numpy(), ref)},
         "confidence": float(auto.estimate.confidence),
         "free_form_residual": blur_residual(yt, x_free, free, sigma),

@@ -273,3 +273,32 @@ def test_free_form_kernel_has_its_own_overshoot_limit() -> None:
 def test_pipeline_rejects_bad_choices(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         deblur_with_details(torch.rand(1, 64, 64), **kwargs)
+
+
+def test_free_form_kernel_is_deconvolved_with_its_noise_floor(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free-form kernel's own error acts as noise: it is deconvolved (screening and whole
+    image) with the noise level raised to SHAKE_NOISE_FLOOR; parametric kernels, the given
+    kernel and the residual check keep the estimate."""
+    _, y, _ = _shaken(image_size=96, size=9)  # noise-free: the estimate is below the floor
+    seen: list[tuple[int, float]] = []  # (kernel width, smallest noise level) per call
+    original = pipeline._deconvolve_uniform
+
+    def spy(image: torch.Tensor, k: torch.Tensor, method: str,
+            sigma: torch.Tensor) -> torch.Tensor:
+        seen.append((k.shape[-1], float(sigma.min())))
+        return original(image, k, method, sigma)
+
+    monkeypatch.setattr(pipeline, "_deconvolve_uniform", spy)
+    monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.3))
+    result = deblur_with_details(y[None], shake_size=21)
+    assert result.details["candidates"][0]["accepted"]
+    assert float(result.noise_sigma.min()) < pipeline.SHAKE_NOISE_FLOOR
+    # the free-form kernel was the first (and accepted) candidate: every deconvolution was its
+    assert seen and all(s == pytest.approx(pipeline.SHAKE_NOISE_FLOOR) for _, s in seen)
+    seen.clear()
+    deblur_with_details(y[None], blind_kernel="parametric")
+    assert seen and all(s < pipeline.SHAKE_NOISE_FLOOR for _, s in seen)
+    seen.clear()
+    deblur_with_details(y[None], method="hyperlaplacian", blind_kernel="shake", shake_size=21)
+    assert seen and all(s == pytest.approx(pipeline.SHAKE_NOISE_FLOOR) for _, s in seen)

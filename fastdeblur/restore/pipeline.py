@@ -29,7 +29,9 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   is first estimated from the image itself
   (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px by default:
   ``shake_size``) and tried before the families, with a looser ringing limit
-  (:data:`SHAKE_OVERSHOOT`, 1 %: an estimated kernel keeps faint spurious taps) — unless the
+  (:data:`SHAKE_OVERSHOOT`, 1 %: an estimated kernel keeps faint spurious taps) and
+  deconvolved as if the noise were at least :data:`SHAKE_NOISE_FLOOR` (its own error acts as
+  noise) — unless the
   verdict's own kernel would not fit inside that support (:func:`kernel_extent`; a long motion
   needs a larger ``shake_size``).
   ``blind_kernel="parametric"`` turns this off, ``"shake"`` tries the free-form kernel first
@@ -239,6 +241,13 @@ SHAKE_CONFIDENCE = 0.5
 # parametric blurs that would replace verdicts that are right, so 0.5, the estimator's
 # calibrated "trust it" point, is kept).
 SHAKE_OVERSHOOT = 0.01
+# The free-form kernel is deconvolved as if the noise were at least this: its own error acts
+# like noise (||Δk ∗ x||), which an image with little noise leaves unregularised (GoPro frames
+# read σn ≈ 0.002 and rang). On the training cases of ``bench/tune_shake_kernel.py``, floors
+# 0 / 0.003 / 0.005 / 0.01 gave 29.67 / 29.95 / 29.96 / 29.74 dB on the 40 camera shakes and
+# 25.82 / 25.78 / 25.64 / 25.40 on the 24 parametric blurs (the true kernel loses 0.1–1.7 dB
+# to any floor, so it is for estimated free-form kernels only).
+SHAKE_NOISE_FLOOR = 0.003
 # How ``details["candidates"]`` and ``details["reason"]`` name the free-form kernel.
 SHAKE_DESCRIPTION = "free-form kernel"
 
@@ -555,7 +564,9 @@ def deblur_with_details(
         raise ValueError(f"deblur takes one image (C, H, W); got a batch of {x.shape[0]}")
     y = x.to(device=dev, dtype=torch.float32)
     estimate_result = None
-    candidates: list[tuple[str, torch.Tensor, float | None]] = []
+    # (description, kernel, overshoot limit or None for the default, noise floor or None)
+    candidates: list[tuple[str, torch.Tensor, float | None, float | None]] = []
+    k_floor: float | None = None  # the noise floor of an explicit method's kernel
 
     def shake_kernel() -> torch.Tensor:
         return _as_kernel(kernel_estimation.estimate_kernel(y, shake_size), dev)
@@ -572,15 +583,15 @@ def deblur_with_details(
             method = "nafnet"
             details["reason"] = f"{why_not}; fell back to nafnet"
         elif method == "auto":
-            candidates = [(d, _as_kernel(kc, dev), None)
+            candidates = [(d, _as_kernel(kc, dev), None, None)
                           for d, kc in candidate_kernels(estimate_result)]
             if _wants_shake(blind_kernel, estimate_result, y, shake_size,
                             kernel_extent(candidates[0][1])):
                 candidates.insert(0, (_describe_shake(shake_size, estimate_result),
-                                      shake_kernel(), SHAKE_OVERSHOOT))
+                                      shake_kernel(), SHAKE_OVERSHOOT, SHAKE_NOISE_FLOOR))
         elif blind_kernel == "shake" and _wants_shake(blind_kernel, estimate_result, y,
                                                       shake_size):
-            k = shake_kernel()
+            k, k_floor = shake_kernel(), SHAKE_NOISE_FLOOR
             details["reason"] = f"estimated {_describe_shake(shake_size, estimate_result)}"
         else:
             # an explicit method uses the verdict's kernel whatever the checks say
@@ -613,9 +624,10 @@ def deblur_with_details(
         details["noise_floor"] = noise_floor
     timings["noise"] = _clock(dev) - t0
 
-    def deconvolve(kernel_used: torch.Tensor) -> torch.Tensor:
+    def deconvolve(kernel_used: torch.Tensor, floor: float | None = None) -> torch.Tensor:
         t0 = _clock(dev)
-        result = _deconvolve(y, kernel_used, chosen, sigma, tile, overlap, progress)
+        result = _deconvolve(y, kernel_used, chosen, _floored(sigma, floor), tile, overlap,
+                             progress)
         timings["deconvolution"] = timings.get("deconvolution", 0.0) + _clock(dev) - t0
         return result
 
@@ -626,7 +638,7 @@ def deblur_with_details(
             return learned()
         k, out = accepted
     else:
-        out = deconvolve(k)
+        out = deconvolve(k, k_floor)
         if estimate_result is not None:  # an explicit method: report how well the kernel fits
             t2 = _clock(dev)
             details["residual"] = blur_residual(y, out, k, sigma)
@@ -733,8 +745,14 @@ def _describe_shake(size: int, est: Any) -> str:
             f"{confidence:.2f})")
 
 
+def _floored(sigma: torch.Tensor, floor: float | None) -> torch.Tensor:
+    """The noise level ``sigma`` raised to ``floor`` (unchanged when None)."""
+    return sigma if floor is None else sigma.clamp_min(floor)
+
+
 def _first_fitting_kernel(
-    y: torch.Tensor, candidates: list[tuple[str, torch.Tensor, float | None]], method: str,
+    y: torch.Tensor, candidates: list[tuple[str, torch.Tensor, float | None, float | None]],
+    method: str,
     sigma: torch.Tensor, details: dict, timings: dict, dev: torch.device, deconvolve: Any,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Blind ``auto``: the first candidate kernel whose deconvolution neither rings nor fails to
@@ -751,15 +769,15 @@ def _first_fitting_kernel(
     tried: list[dict[str, Any]] = []
     details["candidates"] = tried
     rejections: list[str] = []
-    for description, kc, overshoot_limit in candidates:
+    for description, kc, overshoot_limit, floor in candidates:
         if kc.ndim == 4 or window is None:
-            full = deconvolve(kc)
+            full = deconvolve(kc, floor)
             test_y, test_x = y, full
         else:
             t0 = _clock(dev)
             full = None
             test_y = y[..., window[0], window[1]]
-            test_x = _deconvolve_uniform(test_y, kc, method, sigma)
+            test_x = _deconvolve_uniform(test_y, kc, method, _floored(sigma, floor))
             timings["screening"] = timings.get("screening", 0.0) + _clock(dev) - t0
         t0 = _clock(dev)
         entry = {"kernel": description, "residual": blur_residual(test_y, test_x, kc, sigma),
@@ -774,7 +792,7 @@ def _first_fitting_kernel(
             details["residual"], details["overshoot"] = entry["residual"], entry["overshoot"]
             prefix = "".join(f"{r}; " for r in rejections)
             details["reason"] = f"{prefix}estimated {description}; {_model(kc)}"
-            return kc, (full if full is not None else deconvolve(kc))
+            return kc, (full if full is not None else deconvolve(kc, floor))
         rejections.append(f"{description}: {why_not}")
     details["residual"], details["overshoot"] = tried[0]["residual"], tried[0]["overshoot"]
     details["reason"] = "; ".join(rejections) + "; fell back to nafnet"
