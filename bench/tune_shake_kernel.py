@@ -126,7 +126,8 @@ def run_case(sharp: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor) -> dict
                  "free_form_without_noise_floor": psnr(x_free_unfloored[0, 0].numpy(), ref),
                  "true_kernel": psnr(hyper_laplacian(yt, kernel)[0, 0].numpy(), ref)},
         "confidence": float(auto.estimate.confidence),
-        "free_form_residual": blur_residual(yt, x_free, free, sigma),
+        "free_form_residual": blur_residual(yt, x_free, free,
+                                            sigma.clamp_min(SHAKE_NOISE_FLOOR)),
         "free_form_overshoot": overshoot(x_free, free, yt),
         "free_form_seconds": seconds,
     }
