@@ -39,9 +39,10 @@ Tuned on camera-shake kernels (:func:`fastdeblur.psf.camera_shake`, 9–31 px, s
 or 0.01, 8-bit, support 31 px: 80 cases (``bench/tune_kernel_estimation.py``,
 hyper-Laplacian deconvolution, aligned PSNR): mean 30.1 dB against 36.1 with the true kernel,
 error ratio ≤ 2 on 42 % (3 refinement iterations, the earlier setting: 27.7 dB, 24 %). On the
-40 cases of ``bench/tune_shake_kernel.py`` (unaligned PSNR): 29.7 dB against 26.0 for the
-input, 26.8 for blind ``auto`` with the parametric families and 34.8 with the true kernel;
-better than that ``auto`` on 30 of the 40, worse than the input on 8 (mostly noisy images and
+40 cases of ``bench/tune_shake_kernel.py`` (unaligned PSNR): 29.7 dB (30.0 with the noise
+floor that ``auto`` deconvolves an estimated kernel with) against 26.0 for the input, 26.8
+for blind ``auto`` with the parametric families and 34.8 with the true kernel; better than
+that ``auto`` on 30 of the 40, worse than the input on 8 (mostly noisy images and
 kernels much smaller than the support). About 1.8 s per 256² image on 2 cores. Blind ``auto``
 tries it when the parametric estimate is not trusted and keeps it only when its deconvolution
 passes the checks (:mod:`fastdeblur.restore.pipeline`); held-out results are in

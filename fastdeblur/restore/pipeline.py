@@ -67,11 +67,11 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   fit, and a 9.7 px defocus, 1.5 dB below). The thresholds are the best of the sweep in the
   JSON. On real camera shake (Levin, 32 images, noise-free, circular borders; compared after
   the best shift of up to 5 px, as the field does, since Levin's kernels are not centred)
-  ``auto`` gives 24.61 dB against 23.11 for the input, 23.31 with the parametric families
-  only, 26.19 with the free-form kernel first, 23.80 for NAFNet and 33.46 with the true
+  ``auto`` gives 25.09 dB against 23.11 for the input, 23.31 with the parametric families
+  only, 27.78 with the free-form kernel first, 23.80 for NAFNet and 33.46 with the true
   kernel (same call); the free-form kernel was kept on 10 of the 32. The aligned error ratio
-  is <= 2 on 18.8 % of the images (25 % with the free-form kernel first; the field's bar:
-  90 %, missed). Without the alignment: 20.69 dB against 21.26 for the input and 20.72 with
+  is <= 2 on 21.9 % of the images (37.5 % with the free-form kernel first; the field's bar:
+  90 %, missed). Without the alignment: 21.02 dB against 21.26 for the input and 20.72 with
   the parametric families.
 
   ``DeblurResult.details`` says what ran and why (``reason``, one line), every kernel tried
