@@ -289,10 +289,22 @@ def test_free_form_kernel_is_deconvolved_with_its_noise_floor(
         seen.append((k.shape[-1], float(sigma.min())))
         return original(image, k, method, sigma)
 
+    residual_levels: list[float] = []
+    original_residual = pipeline.blur_residual
+
+    def residual_spy(image: torch.Tensor, x: torch.Tensor, k: torch.Tensor,
+                     sigma: torch.Tensor) -> float:
+        residual_levels.append(float(sigma.min()))
+        return original_residual(image, x, k, sigma)
+
     monkeypatch.setattr(pipeline, "_deconvolve_uniform", spy)
+    monkeypatch.setattr(pipeline, "blur_residual", residual_spy)
     monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.3))
     result = deblur_with_details(y[None], shake_size=21)
     assert result.details["candidates"][0]["accepted"]
+    # the residual check measures against the level the deconvolution assumed (against the
+    # image's own, a noise-free image's regularised deconvolution always failed it)
+    assert residual_levels == [pytest.approx(pipeline.SHAKE_NOISE_FLOOR)]
     assert float(result.noise_sigma.min()) < pipeline.SHAKE_NOISE_FLOOR
     # the free-form kernel was the first (and accepted) candidate: every deconvolution was its
     assert seen and all(s == pytest.approx(pipeline.SHAKE_NOISE_FLOOR) for _, s in seen)
