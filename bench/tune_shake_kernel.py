@@ -44,10 +44,9 @@ OVERSHOOTS = [0.002, 0.005, 0.01, 0.02, 1.0]  # 1: no limit
 RESIDUAL = 1.2
 
 
-def cases(shared: Path, n: int, seed: int) -> list[tuple]:
-    """``(name, sharp (H, W), blurred (H, W), kernel, noise σ)`` of one set."""
-    from fastdeblur import psf
-    from fastdeblur.convolution import convolve
+def training_photos(shared: Path, n: int, seed: int) -> list[tuple[str, torch.Tensor]]:
+    """``(name, grey (H, W))`` of ``n`` training photos drawn with ``seed``: the central crop of
+    ``../shared/data/sharp`` less the held-out images of the estimator and of NAFNet."""
     from fastdeblur.synth import image_paths
 
     held_out = held_out_names(shared)
@@ -55,17 +54,32 @@ def cases(shared: Path, n: int, seed: int) -> list[tuple]:
     names = [p.name for p in image_paths(shared / "sharp") if p.name not in excluded]
     rng = np.random.RandomState(123 + seed)
     names = [names[i] for i in rng.permutation(len(names))[:n]]
+    return [(name, load_image(shared, name).mean(0)) for name in names]
+
+
+def _degrade(sharp: torch.Tensor, kernel: torch.Tensor, sigma: float,
+             g: torch.Generator) -> torch.Tensor:
+    """``sharp`` ``(H, W)`` blurred by ``kernel`` (reflect border), white noise ``sigma``,
+    8-bit."""
+    from fastdeblur.convolution import convolve
+
+    y = convolve(sharp[None, None], kernel, boundary="reflect")[0, 0]
+    y = y + sigma * torch.randn(y.shape, generator=g)
+    return (y.clamp(0, 1) * 255).round() / 255
+
+
+def cases(shared: Path, n: int, seed: int) -> list[tuple]:
+    """``(name, sharp (H, W), blurred (H, W), kernel, noise σ)`` of one set: camera shakes,
+    σn 0.01 on every other image."""
+    from fastdeblur import psf
+
     g = torch.Generator().manual_seed(77 + seed)
     out = []
-    for i, name in enumerate(names):
-        sharp = load_image(shared, name).mean(0, keepdim=True)
+    for i, (name, sharp) in enumerate(training_photos(shared, n, seed)):
         size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
         kernel = psf.camera_shake(size, generator=g, speed_variation=0.5, dtype=torch.float32)
-        y = convolve(sharp[None], kernel, boundary="reflect")[0]
         sigma = 0.01 if i % 2 == 0 else 0.0
-        y = y + sigma * torch.randn(y.shape, generator=g)
-        y = (y.clamp(0, 1) * 255).round() / 255
-        out.append((name, sharp[0], y[0], kernel, sigma))
+        out.append((name, sharp, _degrade(sharp, kernel, sigma, g), kernel, sigma))
     return out
 
 
@@ -73,29 +87,18 @@ def parametric_cases(shared: Path, n: int, seed: int) -> list[tuple]:
     """Like :func:`cases`, with a parametric kernel instead (the families in turn, parameters
     uniform over their supported ranges, :data:`fastdeblur.synth.DEFAULT_RANGES`)."""
     from fastdeblur import psf
-    from fastdeblur.convolution import convolve
     from fastdeblur.synth import DEFAULT_RANGES
 
     g = torch.Generator().manual_seed(500 + seed)
-
-    def draw(lo_hi: tuple[float, float]) -> float:
-        lo, hi = lo_hi
-        return lo + (hi - lo) * float(torch.rand((), generator=g))
-
     out = []
-    for i, (name, sharp, y, _, sigma) in enumerate(cases(shared, n, seed)):
+    for i, (name, sharp) in enumerate(training_photos(shared, n, seed)):
         family = ("gaussian", "motion", "defocus")[i % 3]
-        ranges = DEFAULT_RANGES[family]
-        if family == "gaussian":
-            kernel = psf.gaussian(draw(ranges["sigma"]))
-        elif family == "motion":
-            kernel = psf.motion(draw(ranges["length"]), draw(ranges["angle"]))
-        else:
-            kernel = psf.defocus(draw(ranges["radius"]))
-        y = convolve(sharp[None, None], kernel, boundary="reflect")[0, 0]
-        y = y + sigma * torch.randn(y.shape, generator=g)
-        y = (y.clamp(0, 1) * 255).round() / 255
-        out.append((name, sharp, y, kernel, sigma))
+        params = {}
+        for key, (lo, hi) in DEFAULT_RANGES[family].items():  # sigma | length, angle | radius
+            params[key] = lo + (hi - lo) * float(torch.rand((), generator=g))
+        kernel = psf.from_params(family, params, dtype=torch.float32)
+        sigma = 0.01 if i % 2 == 0 else 0.0
+        out.append((name, sharp, _degrade(sharp, kernel, sigma, g), kernel, sigma))
     return out
 
 

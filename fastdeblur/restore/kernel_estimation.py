@@ -58,6 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastdeblur.convolution import _fast_fft_size, _to_tensor
 from fastdeblur.restore.uniform import otf
 
 # Level-to-level scale of the coarse-to-fine pyramid and the kernel size at the coarsest level.
@@ -125,8 +126,6 @@ def periodic_extension(y: torch.Tensor, pad: int) -> tuple[torch.Tensor, tuple[i
     Returns:
         The extension ``(FH, FW)`` and where ``y`` starts in it ``(top, left)``.
     """
-    from fastdeblur.convolution import _fast_fft_size
-
     starts = []
     for axis in (1, 0):
         n = y.shape[axis]
@@ -297,8 +296,6 @@ def check_size(size: int) -> None:
 
 def _as_gray(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(image, np.ndarray):
-        from fastdeblur.convolution import _to_tensor
-
         image = _to_tensor(image)[0]
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor or a numpy array; got "

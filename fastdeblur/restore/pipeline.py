@@ -89,7 +89,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -252,6 +252,17 @@ SHAKE_OVERSHOOT = 0.01
 SHAKE_NOISE_FLOOR = 0.003
 # How ``details["candidates"]`` and ``details["reason"]`` name the free-form kernel.
 SHAKE_DESCRIPTION = "free-form kernel"
+
+
+class _Candidate(NamedTuple):
+    """A kernel blind ``auto`` tries: how ``details`` names it, the kernel, its ringing limit
+    (None: :data:`FALLBACK_OVERSHOOT`) and the noise floor it is deconvolved with (None: the
+    image's own noise level)."""
+
+    description: str
+    kernel: torch.Tensor
+    overshoot_limit: float | None = None
+    noise_floor: float | None = None
 
 
 def _centre_pad(k: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
@@ -566,8 +577,7 @@ def deblur_with_details(
         raise ValueError(f"deblur takes one image (C, H, W); got a batch of {x.shape[0]}")
     y = x.to(device=dev, dtype=torch.float32)
     estimate_result = None
-    # (description, kernel, overshoot limit or None for the default, noise floor or None)
-    candidates: list[tuple[str, torch.Tensor, float | None, float | None]] = []
+    candidates: list[_Candidate] = []
     k_floor: float | None = None  # the noise floor of an explicit method's kernel
 
     def shake_kernel() -> torch.Tensor:
@@ -585,12 +595,13 @@ def deblur_with_details(
             method = "nafnet"
             details["reason"] = f"{why_not}; fell back to nafnet"
         elif method == "auto":
-            candidates = [(d, _as_kernel(kc, dev), None, None)
+            candidates = [_Candidate(d, _as_kernel(kc, dev))
                           for d, kc in candidate_kernels(estimate_result)]
             if _wants_shake(blind_kernel, estimate_result, y, shake_size,
-                            kernel_extent(candidates[0][1])):
-                candidates.insert(0, (_describe_shake(shake_size, estimate_result),
-                                      shake_kernel(), SHAKE_OVERSHOOT, SHAKE_NOISE_FLOOR))
+                            kernel_extent(candidates[0].kernel)):
+                candidates.insert(0, _Candidate(_describe_shake(shake_size, estimate_result),
+                                                shake_kernel(), SHAKE_OVERSHOOT,
+                                                SHAKE_NOISE_FLOOR))
         elif blind_kernel == "shake" and _wants_shake(blind_kernel, estimate_result, y,
                                                       shake_size):
             k, k_floor = shake_kernel(), SHAKE_NOISE_FLOOR
@@ -753,9 +764,8 @@ def _floored(sigma: torch.Tensor, floor: float | None) -> torch.Tensor:
 
 
 def _first_fitting_kernel(
-    y: torch.Tensor, candidates: list[tuple[str, torch.Tensor, float | None, float | None]],
-    method: str,
-    sigma: torch.Tensor, details: dict, timings: dict, dev: torch.device, deconvolve: Any,
+    y: torch.Tensor, candidates: list[_Candidate], method: str, sigma: torch.Tensor,
+    details: dict, timings: dict, dev: torch.device, deconvolve: Any,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Blind ``auto``: the first candidate kernel whose deconvolution neither rings nor fails to
     explain the image (:func:`fallback_reason`), with the whole image deconvolved by it; None
@@ -772,6 +782,9 @@ def _first_fitting_kernel(
     details["candidates"] = tried
     rejections: list[str] = []
     for description, kc, overshoot_limit, floor in candidates:
+        # the residual is measured against the noise level the deconvolution assumed: a
+        # floored one leaves a reblur error of about the floor, not of the image's noise
+        sigma_used = _floored(sigma, floor)
         if kc.ndim == 4 or window is None:
             full = deconvolve(kc, floor)
             test_y, test_x = y, full
@@ -779,13 +792,11 @@ def _first_fitting_kernel(
             t0 = _clock(dev)
             full = None
             test_y = y[..., window[0], window[1]]
-            test_x = _deconvolve_uniform(test_y, kc, method, _floored(sigma, floor))
+            test_x = _deconvolve_uniform(test_y, kc, method, sigma_used)
             timings["screening"] = timings.get("screening", 0.0) + _clock(dev) - t0
         t0 = _clock(dev)
-        # the residual is measured against the noise level the deconvolution assumed: a
-        # floored one leaves a reblur error of about the floor, not of the image's noise
         entry = {"kernel": description,
-                 "residual": blur_residual(test_y, test_x, kc, _floored(sigma, floor)),
+                 "residual": blur_residual(test_y, test_x, kc, sigma_used),
                  "overshoot": overshoot(test_x, kc, test_y), "accepted": False,
                  "tested_on": "whole image" if full is not None else "screening window"}
         timings["residual"] = timings.get("residual", 0.0) + _clock(dev) - t0
