@@ -1,12 +1,14 @@
 """Fit the image-level decision of the blur estimator's likelihood stage on training images.
 
-For every noise level σn in {0, 0.005, 0.01, 0.02}, ``--images-per-noise`` images of the
-*training* split (:func:`fastdeblur.estimate.data.estimator_images`, by image, seed 0) are
-blurred once per blur type with parameters drawn uniformly from the supported range (reflect
-boundary, white noise, clamped to [0, 1], gray); the patch classifier's mean probabilities and
-the marginal-likelihood fit (:func:`fastdeblur.estimate.likelihood.fit_likelihood`) of each are
-recorded, and :class:`fastdeblur.estimate.likelihood.Combiner` is fitted on them. Whether the
-patch classifier's probabilities join the verdict is decided by 2-fold cross-validation by image.
+For every noise level σn in {0, 0.005, 0.01, 0.02}, each image of the combiner's part of the
+*training* split (:func:`fastdeblur.estimate.data.combiner_split`: the 20 % of the estimator's
+training images that the spectrum classifier never saw) is blurred ``--draws`` times per blur
+type with parameters drawn uniformly from the supported range (reflect boundary, white noise,
+clamped to [0, 1], gray); the patch classifier's mean probabilities, the spectrum classifier's
+probabilities and the marginal-likelihood fit (:func:`fastdeblur.estimate.likelihood.
+fit_likelihood`) of each are recorded, and :class:`fastdeblur.estimate.likelihood.Combiner` is
+fitted on them. Which of the classifiers join the verdict, and the scale of the likelihood's
+excess, are decided by 2-fold cross-validation by image.
 
     PYTHONPATH=. python scripts/fit_blur_likelihood.py --images ../shared/data/sharp
 
@@ -29,51 +31,65 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "fastdeblur" / "weights"
 
 
 def _records(args: tuple) -> list[dict]:
-    folder, noise, n_images, seed = args
+    folder, noise, draws, seed, weights = args
     torch.set_num_threads(1)
     from fastdeblur import psf
     from fastdeblur.convolution import convolve
-    from fastdeblur.estimate.data import estimator_images
-    from fastdeblur.estimate.estimator import BlurEstimator, _noise_crop
+    from fastdeblur.estimate.data import combiner_split, estimator_images
+    from fastdeblur.estimate.estimator import (
+        SPECTRUM_CLASSIFIER_FILE,
+        WEIGHTS_DIR,
+        BlurEstimator,
+        _noise_crop,
+    )
     from fastdeblur.estimate.likelihood import fit_likelihood
     from fastdeblur.estimate.patches import estimate_noise
     from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, sample_params
 
     train, _, names = estimator_images(folder)
-    patch_stage = BlurEstimator.load(likelihood=False)  # the shipped classifier, no verdict
+    _, images, split = combiner_split(train, names["train"])
+    # the classifiers without a verdict: their probabilities are what the combiner weighs
+    patch_stage = BlurEstimator.load(weights, likelihood=False)
+    patch_stage.spectrum_classifier = BlurEstimator.load_spectrum_classifier(
+        Path(weights or WEIGHTS_DIR) / SPECTRUM_CLASSIFIER_FILE
+    )
     g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(train), generator=g)[:n_images].tolist()
     out = []
-    for i in pick:
+    for i in [i for _ in range(draws) for i in range(len(images))]:
         for t in BLUR_TYPES:
             params = sample_params(t, g, DEFAULT_RANGES)
             kernel = psf.from_params(t, params, dtype=torch.float32)
-            y = convolve(train[i][None], kernel, boundary="reflect")[0]
+            y = convolve(images[i][None], kernel, boundary="reflect")[0]
             if noise > 0:
                 y = y + noise * torch.randn(y.shape, generator=g)
             y = y.clamp(0, 1)
             r = patch_stage.estimate(y, params=False)
             gray = y[0]
-            fit = fit_likelihood(gray, estimate_noise(_noise_crop(gray)))
+            noise_sigma = estimate_noise(_noise_crop(gray))
+            fit = fit_likelihood(gray, noise_sigma)
+            spec = patch_stage.spectrum_probs(gray, noise_sigma, fit.spectrum)
             out.append({
-                "image": names["train"][i],
+                "image": split["combiner"][i],
                 "blur_type": t,
                 "params": params,
                 "noise": noise,
                 "patch_probs": [r.probs[k] for k in BLUR_TYPES],
                 "excess": fit.excess().tolist(),
+                "spectrum_probs": None if spec is None else spec.tolist(),
                 "fits": {k: f.params for k, f in fit.fits.items()},
             })
     return out
 
 
-def _tensors(recs: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _tensors(recs: list[dict]) -> tuple[torch.Tensor, ...]:
     from fastdeblur.synth import BLUR_TYPES
 
     probs = torch.tensor([r["patch_probs"] for r in recs], dtype=torch.float64)
     excess = torch.tensor([r["excess"] for r in recs], dtype=torch.float64)
+    # images smaller than one 128×128 tile have no spectrum classifier output: uniform
+    spec = torch.tensor([r["spectrum_probs"] or [1 / 3] * 3 for r in recs], dtype=torch.float64)
     labels = torch.tensor([BLUR_TYPES.index(r["blur_type"]) for r in recs])
-    return probs, excess, labels
+    return probs, excess, spec, labels
 
 
 def main() -> None:
@@ -81,9 +97,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", default=None, help="folder of sharp images (+ skimage photos)")
-    ap.add_argument("--images-per-noise", type=int, default=20)
+    ap.add_argument("--draws", type=int, default=4,
+                    help="blurred versions of each image per blur type and noise level")
     ap.add_argument("--jobs", type=int, default=2, help="processes (one noise level each)")
     ap.add_argument("--records", default=None, help="cache the training records here (JSON)")
+    ap.add_argument("--weights", default=None,
+                    help="folder of the classifiers (default: the shipped ones)")
     ap.add_argument("--out", default=str(WEIGHTS))
     args = ap.parse_args()
 
@@ -91,41 +110,46 @@ def main() -> None:
     if cache is not None and cache.is_file():
         recs = json.loads(cache.read_text())
     else:
-        jobs = [(args.images, n, args.images_per_noise, 1000 + j) for j, n in
+        jobs = [(args.images, n, args.draws, 1000 + j, args.weights) for j, n in
                 enumerate(NOISE_LEVELS)]
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             recs = [r for part in pool.map(_records, jobs) for r in part]
         if cache is not None:
             cache.write_text(json.dumps(recs))
-    probs, excess, labels = _tensors(recs)
+    probs, excess, spec, labels = _tensors(recs)
     image_ids = {name: k for k, name in enumerate(sorted({r["image"] for r in recs}))}
     fold = torch.tensor([image_ids[r["image"]] % 2 for r in recs])
     # 2-fold cross-validation by image picks the form: the excess on its own scale or log(1 + e),
-    # with or without the patch classifier (the simpler form wins ties)
+    # with or without each classifier (the simpler form wins ties)
     cv = {}
     for scale in ("linear", "log1p"):
         for use_patch in (False, True):
-            right = 0
-            for f in (0, 1):
-                tr, te = fold != f, fold == f
-                c = Combiner.fit(
-                    probs[tr], excess[tr], labels[tr], use_patch=use_patch, excess_scale=scale
-                )
-                right += int((c.scores(probs[te], excess[te]).argmax(1) == labels[te]).sum())
-            cv[scale, use_patch] = right / len(recs)
-    scale, use_patch = max(cv, key=lambda k: (cv[k], -list(cv).index(k)))
-    comb = Combiner.fit(probs, excess, labels, use_patch=use_patch, excess_scale=scale)
-    pred = comb.scores(probs, excess).argmax(1)
-    conf = comb.confidence(probs, excess)
+            for use_spec in (False, True):
+                right = 0
+                for f in (0, 1):
+                    tr, te = fold != f, fold == f
+                    c = Combiner.fit(
+                        probs[tr], excess[tr], labels[tr], use_patch=use_patch,
+                        spec_probs=spec[tr] if use_spec else None, excess_scale=scale,
+                    )
+                    pred = c.scores(probs[te], excess[te], spec[te]).argmax(1)
+                    right += int((pred == labels[te]).sum())
+                cv[scale, use_patch, use_spec] = right / len(recs)
+    scale, use_patch, use_spec = max(cv, key=lambda k: (cv[k], -list(cv).index(k)))
+    comb = Combiner.fit(probs, excess, labels, use_patch=use_patch,
+                        spec_probs=spec if use_spec else None, excess_scale=scale)
+    pred = comb.scores(probs, excess, spec).argmax(1)
+    conf = comb.confidence(probs, excess, spec)
     sure = conf >= 0.5
     metrics = {
         "train_type_accuracy": float((pred == labels).double().mean()),
-        "cv2_type_accuracy_likelihood_only": cv["linear", False],
-        "cv2_type_accuracy_with_patch_classifier": cv["linear", True],
-        "cv2_type_accuracy_log_excess": cv["log1p", False],
-        "cv2_type_accuracy_log_excess_with_patch_classifier": cv["log1p", True],
+        **{
+            f"cv2_type_accuracy[excess {s}{', patches' if p else ''}{', spectrum' if q else ''}]":
+            v for (s, p, q), v in cv.items()
+        },
         "likelihood_argmin_accuracy": float((excess.argmin(1) == labels).double().mean()),
         "patch_classifier_accuracy": float((probs.argmax(1) == labels).double().mean()),
+        "spectrum_classifier_accuracy": float((spec.argmax(1) == labels).double().mean()),
         "train_type_error_rate_conf>=0.5": float((pred[sure] != labels[sure]).double().mean())
         if bool(sure.any()) else None,
         "train_fraction_conf>=0.5": float(sure.double().mean()),
@@ -137,10 +161,12 @@ def main() -> None:
     payload = {
         "combiner": comb.to_dict(),
         "uses_patch_classifier": use_patch,
+        "uses_spectrum_classifier": use_spec,
         "excess_scale": scale,
         "command": command,
         "noise_levels": list(NOISE_LEVELS),
-        "images_per_noise": args.images_per_noise,
+        "draws": args.draws,
+        "images": sorted(image_ids),
         "metrics": metrics,
     }
     (out / "blur_likelihood.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -148,21 +174,23 @@ def main() -> None:
 
 Decides the blur type of a whole image from the marginal-likelihood fit of each blur family
 (`fastdeblur/estimate/likelihood.py`){" and the patch classifier's mean probabilities"
-if use_patch else ""}, and calibrates its confidence. The likelihood enters as the NLL excess
+if use_patch else ""}{" and the spectrum classifier's probabilities (`blur_spectrum_classifier.md`)"
+if use_spec else ""}, and calibrates its confidence. The likelihood enters as the NLL excess
 of each family over the best{" on a log scale, log(1 + e)" if scale == "log1p" else ""}
-(chosen by 2-fold cross-validation by image). Six numbers of a logistic model
+(the form chosen by 2-fold cross-validation by image). Seven numbers of a logistic model
 (`Combiner`); the likelihood fit itself has no trained weights (power-law image prior, the
 `fastdeblur.psf` kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from
 `blur_likelihood.json`.
 
 ## Data
 
-{len(recs)} blurred images: for each noise level σn in {{0, 0.005, 0.01, 0.02}},
-{args.images_per_noise} images of the training split of `../shared/data/sharp` and the photos
-inside `skimage.data` (by image, 20 % validation, seed 0 — the validation images of
-`blur_classifier.md` are never used), each blurred once per type with parameters uniform over
-the supported range (Gaussian σ 0.5–5 px, motion length 3–31 px at any angle, defocus radius
-1–10 px), reflect boundary, white noise, clamped to [0, 1], gray.
+{len(recs)} blurred images: for each noise level σn in {{0, 0.005, 0.01, 0.02}}, the
+{len(image_ids)} images of the combiner's part of the training split
+(`fastdeblur.estimate.data.combiner_split`: 20 % of the estimator's training images, seed 7,
+never seen by the spectrum classifier; the estimator's validation images are never used:
+{", ".join(sorted(image_ids))}), each blurred {args.draws} times per type with parameters uniform
+over the supported range (Gaussian σ 0.5–5 px, motion length 3–31 px at any angle, defocus
+radius 1–10 px), reflect boundary, white noise, clamped to [0, 1], gray.
 
 ## Command
 

@@ -151,6 +151,51 @@ def register(app: typer.Typer) -> None:
             f"wrote {metrics['weights_file']}"
         )
 
+    @train_app.command("spectrum")
+    @cli_errors
+    def train_spectrum_command(
+        images: Path = _images_option(),
+        output: Path = typer.Option(
+            Path("fastdeblur/weights"), "--output", "-o", help="Folder for the weights and card."
+        ),
+        n_train: int = typer.Option(12_000, "--crops", help="Training crops, 1/3 per type."),
+        n_val: int = typer.Option(3_000, "--val-crops", help="Validation crops."),
+        epochs: int = typer.Option(15, "--epochs", help="Training epochs."),
+        width: int = typer.Option(24, "--width", help="Channels of the first convolution."),
+        batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
+        lr: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate (one-cycle)."),
+        seed: int = typer.Option(0, "--seed"),
+        cache: Path = typer.Option(None, "--cache", help="Folder caching the spectra."),
+        checkpoints: Path = typer.Option(
+            None, "--checkpoints", help="Checkpoint folder (resumes from it when it exists)."
+        ),
+    ) -> None:
+        """Train the image-level blur-type classifier on Welch power spectra."""
+        from fastdeblur.estimate.training import train_spectrum_classifier
+
+        if n_train < 3 or n_val < 3:
+            raise CLIError("--crops and --val-crops must be >= 3")
+        if epochs < 1 or width < 1 or batch_size < 1 or lr <= 0:
+            raise CLIError("--epochs, --width and --batch-size must be >= 1 and --lr > 0")
+        if images is not None and not images.is_dir():
+            raise CLIError(f"--images: {images} is not a folder")
+        metrics = train_spectrum_classifier(
+            images,
+            output,
+            n_train=n_train,
+            n_val=n_val,
+            epochs=epochs,
+            width=width,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            cache_dir=cache,
+            checkpoint_dir=checkpoints,
+        )
+        console.print(
+            f"validation accuracy {metrics['val_accuracy']:.4f}; wrote {metrics['weights_file']}"
+        )
+
     @train_app.command("grnn")
     @cli_errors
     def train_grnn_command(

@@ -196,3 +196,98 @@ def synth_windows(
         "noise": torch.tensor(noise),
         "n_patches": torch.tensor(counts),
     }
+
+
+# The spectrum classifier and the likelihood stage's combiner are fitted on different images: the
+# combiner weighs the classifier's probabilities, which would look too sure on images it trained on.
+COMBINER_FRACTION = 0.2
+COMBINER_SPLIT_SEED = 7
+
+
+def combiner_split(
+    images: Sequence[torch.Tensor], names: Sequence[str]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, list[str]]]:
+    """Split the estimator's *training* images (:func:`estimator_images`) by image into those of
+    the spectrum classifier and those of the likelihood stage's combiner (20 %, seed 7).
+
+    Returns:
+        ``(spectrum_images, combiner_images, {"spectrum": names, "combiner": names})``.
+    """
+    spec, comb = split_images(
+        list(zip(names, images, strict=True)), COMBINER_FRACTION, COMBINER_SPLIT_SEED
+    )
+    return (
+        [im for _, im in spec],
+        [im for _, im in comb],
+        {"spectrum": [n for n, _ in spec], "combiner": [n for n, _ in comb]},
+    )
+
+
+def synth_spectra(
+    images: Sequence[torch.Tensor],
+    n: int,
+    *,
+    window: int = 384,
+    seed: int = 0,
+    noise_sigma: tuple[float, float] = (0.0, 0.02),
+    clean_fraction: float = 0.2,
+    progress: bool = False,
+) -> dict[str, torch.Tensor | list]:
+    """``n`` uniformly blurred ``window``×``window`` crops (types balanced, parameters uniform
+    over the supported range), each summarised by its Welch power spectrum
+    (:func:`fastdeblur.estimate.likelihood.tile_spectrum`, 128×128 tiles) and estimated noise
+    level — the input of :class:`fastdeblur.estimate.spectrum.SpectrumCNN`.
+
+    A ``clean_fraction`` of the crops gets no noise (a noise-free spectrum falls to numerical zero
+    where the blur's OTF does: a case of its own); the rest white noise uniform in
+    ``noise_sigma``. Crops are clamped to [0, 1] like images, and transposed at random (the
+    half-plane spectrum cannot be transposed afterwards; mirroring is done at training time).
+    Images smaller than the window plus the largest kernel are skipped.
+
+    Returns:
+        ``{"power": (n, 128, 65) float32, "noise_estimate": (n,), "noise": (n,),
+        "labels": (n,) int64, "params": list of dicts}``.
+    """
+    from fastdeblur.estimate.likelihood import TILE, tile_spectrum
+    from fastdeblur.estimate.patches import estimate_noise
+    from fastdeblur.synth import DEFAULT_RANGES, kernel_radius
+
+    margin = max(kernel_radius(t, {k: hi for k, (_, hi) in DEFAULT_RANGES[t].items()})
+                 for t in DEFAULT_RANGES)
+    large = [im for im in images if min(im.shape[-2:]) >= window + 2 * margin]
+    if not large:
+        raise ValueError(f"no image has a side of at least {window + 2 * margin} px")
+    n_clean = round(n * clean_fraction)
+    parts = [(noise_sigma, n - n_clean, seed), ((0.0, 0.0), n_clean, seed + 500_000)]
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, list] = {k: [] for k in ("power", "noise_estimate", "noise", "labels", "params")}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one crop at a time: threading only adds overhead
+    try:
+        for noise, count, part_seed in parts:
+            if count == 0:
+                continue
+            ds = BlurPatchDataset(large, patch_size=window, length=count, noise_sigma=noise,
+                                  seed=part_seed, gray=True)
+            for i in range(count):
+                item = ds[i]
+                y = item["blurred"][0].clamp(0, 1)
+                if bool(torch.randint(2, (), generator=g)):
+                    y = y.t()
+                power, _ = tile_spectrum(y, TILE)
+                out["power"].append(power.float())
+                out["noise_estimate"].append(estimate_noise(y))
+                out["noise"].append(item["noise_sigma"])
+                out["labels"].append(item["blur_type"])
+                out["params"].append(item["params"])
+                if progress and len(out["labels"]) % 2000 == 0:
+                    print(f"  {len(out['labels'])}/{n} spectra", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "power": torch.stack(out["power"]),
+        "noise_estimate": torch.tensor(out["noise_estimate"], dtype=torch.float32),
+        "noise": torch.tensor(out["noise"], dtype=torch.float32),
+        "labels": torch.tensor(out["labels"]),
+        "params": out["params"],
+    }

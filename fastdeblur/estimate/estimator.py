@@ -32,6 +32,7 @@ the likelihood stage reads at most 32 tiles of 128×128.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ CLASSIFIER_FILE = "blur_classifier.safetensors"
 PAPER_CLASSIFIER_FILE = "blur_classifier_paper.safetensors"
 GRNN_MANIFEST = "blur_grnn.json"
 LIKELIHOOD_FILE = "blur_likelihood.json"
+SPECTRUM_CLASSIFIER_FILE = "blur_spectrum_classifier.safetensors"
 PARAM_NAMES: dict[str, tuple[str, ...]] = {
     "gaussian": ("sigma",),
     "motion": ("length", "angle"),
@@ -116,6 +118,8 @@ class BlurEstimate:
         likelihood: The image-level marginal-likelihood fit (``None`` when the estimator has
             no likelihood stage): ``{type: {"params", "nll", "alpha"}}`` per family, NLL per
             tile, ``alpha`` the spectral exponent of the image prior at the optimum.
+        spectrum_probs: Class probabilities of the spectrum classifier alone (``None`` when
+            the verdict does not use it).
     """
 
     blur_type: str
@@ -127,6 +131,7 @@ class BlurEstimate:
     warnings: list[str] = field(default_factory=list)
     patch_probs: dict[str, float] = field(default_factory=dict)
     likelihood: dict[str, dict[str, Any]] | None = None
+    spectrum_probs: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the map)."""
@@ -157,8 +162,11 @@ class BlurEstimator:
             (:func:`fastdeblur.estimate.data.synth_windows`); optional.
         combiner: The image-level marginal-likelihood stage
             (:mod:`fastdeblur.estimate.likelihood`): when given, the verdict is its posterior
-            (patch classifier + likelihood) and the parameters are the likelihood fit's; when
-            ``None``, the paper's configuration (patch classifier and GRNNs only).
+            (patch classifier + likelihood + spectrum classifier) and the parameters are the
+            likelihood fit's; when ``None``, the paper's configuration (patch classifier and
+            GRNNs only).
+        spectrum_classifier: The image-level :class:`~fastdeblur.estimate.spectrum.SpectrumCNN`,
+            needed when the combiner weighs it.
     """
 
     def __init__(
@@ -168,6 +176,7 @@ class BlurEstimator:
         grnn_feature: str = "profile",
         image_grnns: dict[str, Any] | None = None,
         combiner: Any | None = None,
+        spectrum_classifier: Any | None = None,
     ) -> None:
         if grnn_feature not in feats.FEATURE_KINDS:
             kinds = ", ".join(feats.FEATURE_KINDS)
@@ -179,6 +188,10 @@ class BlurEstimator:
         self.grnn_feature = grnn_feature
         self.image_grnns = dict(image_grnns or {})
         self.combiner = combiner
+        self.spectrum_classifier = None if spectrum_classifier is None else (
+            spectrum_classifier.eval())
+        if combiner is not None and combiner.w_spec != 0 and spectrum_classifier is None:
+            raise ValueError("the combiner weighs a spectrum classifier: give spectrum_classifier")
 
     # ---- loading --------------------------------------------------------------------------
 
@@ -239,12 +252,33 @@ class BlurEstimator:
             )
         classifier = cls.load_classifier(classifier_path)
         combiner = None
+        spectrum = None
         lik_path = folder / LIKELIHOOD_FILE
         if likelihood and not paper and lik_path.is_file():
             from fastdeblur.estimate.likelihood import Combiner
 
             combiner = Combiner.from_dict(json.loads(lik_path.read_text())["combiner"])
-        return cls(classifier, grnns, feature, image_grnns, combiner)
+            if combiner.w_spec != 0:
+                spectrum = cls.load_spectrum_classifier(folder / SPECTRUM_CLASSIFIER_FILE)
+        return cls(classifier, grnns, feature, image_grnns, combiner, spectrum)
+
+    @staticmethod
+    def load_spectrum_classifier(path: str | Path):
+        """The image-level :class:`~fastdeblur.estimate.spectrum.SpectrumCNN` from a safetensors
+        file written by ``fastdeblur train spectrum``."""
+        from fastdeblur.estimate.spectrum import SpectrumCNN
+        from fastdeblur.train import load_safetensors
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"no spectrum classifier at {path}; train one with `fastdeblur train spectrum`"
+            )
+        tensors, meta = load_safetensors(path)
+        if meta.get("arch") != "spectrum_cnn":
+            raise ValueError(f"{path}: not a spectrum classifier (arch {meta.get('arch')!r})")
+        model = SpectrumCNN(int(meta["width"]), int(meta["tile"]))
+        model.load_state_dict(tensors)
+        return model.eval()
 
     # ---- per-patch computations -----------------------------------------------------------
 
@@ -345,16 +379,22 @@ class BlurEstimator:
         mean_probs = probs_sel.mean(0)
         final_probs = mean_probs
         lik = None
-        if self.combiner is not None and min(H, W) >= 64:
+        spec_probs = None
+        combiner = self.combiner
+        if combiner is not None and min(H, W) >= 64:
             from fastdeblur.estimate.likelihood import fit_likelihood
 
             lik = fit_likelihood(clean_gray, noise)
-            final_probs = self.combiner.posterior(mean_probs, lik.excess()).float()
+            if combiner.w_spec != 0:
+                spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum)
+                if spec_probs is None:  # smaller than one tile: patches and likelihood only
+                    combiner = dataclasses.replace(combiner, w_spec=0.0)
+            final_probs = combiner.posterior(mean_probs, lik.excess(), spec_probs).float()
         verdict = int(final_probs.argmax())
         blur_type = BLUR_TYPES[verdict]
         conf = float(final_probs[verdict])
         if lik is not None:
-            conf = float(self.combiner.confidence(mean_probs, lik.excess()))
+            conf = float(combiner.confidence(mean_probs, lik.excess(), spec_probs))
         patch_params = {
             name: torch.full((n,), float("nan")) for names in PARAM_NAMES.values() for name in names
         }
@@ -419,7 +459,32 @@ class BlurEstimator:
             if lik is None
             else {t: {"params": f.params, "nll": f.nll, "alpha": f.alpha}
                   for t, f in lik.fits.items()},
+            spectrum_probs=None
+            if spec_probs is None
+            else {t: float(p) for t, p in zip(BLUR_TYPES, spec_probs, strict=True)},
         )
+
+    def spectrum_probs(
+        self, gray: torch.Tensor, noise_sigma: float, spectrum: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The spectrum classifier's ``(3,)`` class probabilities of a gray ``(H, W)`` image, or
+        ``None`` without a classifier or when the image is smaller than one tile.
+
+        ``spectrum``: the image's Welch spectrum when already computed (the likelihood fit's,
+        :attr:`~fastdeblur.estimate.likelihood.LikelihoodFit.spectrum`); used when its tile is
+        the classifier's."""
+        from fastdeblur.estimate.likelihood import tile_spectrum
+
+        model = self.spectrum_classifier
+        if model is None or min(gray.shape) < model.tile:
+            return None
+        if spectrum is not None and spectrum.shape == (model.tile, model.tile // 2 + 1):
+            power = spectrum
+        else:
+            power, _ = tile_spectrum(gray, model.tile)
+        with torch.no_grad():
+            logits = model(power[None], torch.tensor([noise_sigma]))
+        return torch.softmax(logits, dim=1)[0]
 
     @staticmethod
     def _param_confidence(

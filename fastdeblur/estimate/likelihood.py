@@ -70,6 +70,8 @@ class LikelihoodFit:
         best: The type with the lowest penalised NLL.
         n_bins: Frequency bins of one tile's spectrum (the weight sum of the half grid).
         margin: NLL of the runner-up family minus that of the best (per tile, ≥ 0).
+        spectrum: The Welch spectrum the families were compared on, ``(tile, tile // 2 + 1)``
+            (:func:`tile_spectrum`).
     """
 
     fits: dict[str, FamilyFit]
@@ -78,6 +80,7 @@ class LikelihoodFit:
     n_bins: float
     best: str = ""
     margin: float = 0.0
+    spectrum: torch.Tensor | None = None
 
     def excess(self) -> torch.Tensor:
         """``(3,)`` NLL of each family (order :data:`BLUR_TYPES`) above the best, in nats per
@@ -390,6 +393,7 @@ def _fit(
         n_bins=float(_half_grid(tile)[1].sum()),
         best=order[0],
         margin=scores[order[1]] - scores[order[0]],
+        spectrum=full,
     )
 
 
@@ -398,10 +402,12 @@ def _fit(
 
 @dataclass
 class Combiner:
-    """Image-level verdict and confidence from the likelihood fit (and the patch classifier).
+    """Image-level verdict and confidence from the likelihood fit (and the classifiers).
 
-    Scores ``score_k = w_patch · log p_k − w_nll · e_k + bias_k``, with ``p`` the patch
-    classifier's mean class probabilities and ``e`` the family's NLL above the best family
+    Scores ``score_k = w_patch · log p_k + w_spec · log q_k − w_nll · e_k + bias_k``, with ``p``
+    the patch classifier's mean class probabilities, ``q`` the spectrum classifier's
+    (:class:`~fastdeblur.estimate.spectrum.SpectrumCNN`; weight 0 when it is not used) and ``e``
+    the family's NLL above the best family
     (:meth:`LikelihoodFit.excess`, nats per 1000 bins), or ``log(1 + e)`` with
     ``excess_scale="log1p"``; the verdict is the arg-max. The excess is heavy-tailed (hundreds of
     nats where the power-law prior fits an image badly, a few where two families are close);
@@ -422,6 +428,7 @@ class Combiner:
     conf_a: float = 1.0
     conf_b: float = 0.0
     excess_scale: str = "linear"
+    w_spec: float = 0.0
 
     def __post_init__(self) -> None:
         if self.excess_scale not in EXCESS_SCALES:
@@ -429,21 +436,42 @@ class Combiner:
                 f"excess_scale must be one of {', '.join(EXCESS_SCALES)}; got {self.excess_scale!r}"
             )
 
-    def scores(self, patch_probs: torch.Tensor, excess: torch.Tensor) -> torch.Tensor:
-        """``(..., 3)`` scores from ``(..., 3)`` patch probabilities and NLL excesses."""
+    def scores(
+        self,
+        patch_probs: torch.Tensor,
+        excess: torch.Tensor,
+        spec_probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(..., 3)`` scores from ``(..., 3)`` patch probabilities, NLL excesses and spectrum
+        classifier probabilities (needed when ``w_spec`` is not 0)."""
         logp = patch_probs.double().clamp_min(1e-6).log()
         bias = torch.tensor(self.bias, dtype=torch.float64)
         e = _scaled_excess(excess, self.excess_scale)
-        return self.w_patch * logp - self.w_nll * e + bias
+        out = self.w_patch * logp - self.w_nll * e + bias
+        if self.w_spec != 0:
+            if spec_probs is None:
+                raise ValueError("this combiner weighs the spectrum classifier: give spec_probs")
+            out = out + self.w_spec * spec_probs.double().clamp_min(1e-6).log()
+        return out
 
-    def posterior(self, patch_probs: torch.Tensor, excess: torch.Tensor) -> torch.Tensor:
+    def posterior(
+        self,
+        patch_probs: torch.Tensor,
+        excess: torch.Tensor,
+        spec_probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``(..., 3)`` softmax of the scores."""
-        return torch.softmax(self.scores(patch_probs, excess), dim=-1)
+        return torch.softmax(self.scores(patch_probs, excess, spec_probs), dim=-1)
 
-    def confidence(self, patch_probs: torch.Tensor, excess: torch.Tensor) -> torch.Tensor:
+    def confidence(
+        self,
+        patch_probs: torch.Tensor,
+        excess: torch.Tensor,
+        spec_probs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``(...)`` calibrated probability that the verdict is right."""
-        return torch.sigmoid(self.conf_a * _log_margin(self.scores(patch_probs, excess))
-                             + self.conf_b)
+        margin = _log_margin(self.scores(patch_probs, excess, spec_probs))
+        return torch.sigmoid(self.conf_a * margin + self.conf_b)
 
     @classmethod
     def fit(
@@ -453,24 +481,28 @@ class Combiner:
         labels: torch.Tensor,
         *,
         use_patch: bool = True,
+        spec_probs: torch.Tensor | None = None,
         excess_scale: str = "linear",
         l2: float = 1e-3,
         max_error: float = 0.03,
     ) -> Combiner:
         """Weights from ``(n, 3)`` patch probabilities, ``(n, 3)`` excesses and ``(n,)`` labels
-        (indices into :data:`BLUR_TYPES`). The confidence's slope comes from a logistic fit of
-        "right" on ``log margin``; its offset puts 0.5 at the smallest margin above which at most
-        ``max_error`` of the training verdicts were wrong."""
-        theta = torch.zeros(4, dtype=torch.float64)
+        (indices into :data:`BLUR_TYPES`), and the spectrum classifier's ``(n, 3)``
+        probabilities when given (``w_spec`` stays 0 without them). The confidence's slope comes
+        from a logistic fit of "right" on ``log margin``; its offset puts 0.5 at the smallest
+        margin above which at most ``max_error`` of the training verdicts were wrong."""
+        theta = torch.zeros(5, dtype=torch.float64)
         theta[1] = 0.1
         theta.requires_grad_(True)
         logp = patch_probs.double().clamp_min(1e-6).log()
+        logq = None if spec_probs is None else spec_probs.double().clamp_min(1e-6).log()
         e = _scaled_excess(excess, excess_scale)
 
         def score_of(th: torch.Tensor) -> torch.Tensor:
             w_patch = th[0] if use_patch else th[0] * 0
             bias = torch.cat([th[2:4], th.new_zeros(1)])
-            return w_patch * logp - th[1] * e + bias
+            out = w_patch * logp - th[1] * e + bias
+            return out if logq is None else out + th[4] * logq
 
         _lbfgs(theta, lambda: torch.nn.functional.cross_entropy(score_of(theta), labels)
                + l2 * theta.pow(2).sum())
@@ -496,6 +528,7 @@ class Combiner:
             conf_a=a,
             conf_b=b,
             excess_scale=excess_scale,
+            w_spec=0.0 if logq is None else t[4],
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -507,6 +540,7 @@ class Combiner:
             "conf_a": self.conf_a,
             "conf_b": self.conf_b,
             "excess_scale": self.excess_scale,
+            "w_spec": self.w_spec,
         }
 
     @classmethod
@@ -519,6 +553,7 @@ class Combiner:
             float(d.get("conf_a", 1.0)),
             float(d.get("conf_b", 0.0)),
             str(d.get("excess_scale", "linear")),
+            float(d.get("w_spec", 0.0)),
         )
 
 

@@ -245,8 +245,15 @@ def classifier_metrics(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor
 ) -> dict[str, Any]:
     """Patch accuracy overall, per type and per noise band, and the confusion matrix."""
-    pred = predict(model, x)
-    out: dict[str, Any] = {"val_patch_accuracy": float((pred == y).float().mean())}
+    return prediction_metrics(predict(model, x), y, noise, "val_patch_accuracy")
+
+
+def prediction_metrics(
+    pred: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, overall: str = "val_accuracy"
+) -> dict[str, Any]:
+    """Accuracy of predicted types ``pred (N,)`` against ``y (N,)``: overall (key ``overall``),
+    per type and per band of the noise ``noise (N,)``, and the confusion matrix."""
+    out: dict[str, Any] = {overall: float((pred == y).float().mean())}
     for k, t in enumerate(BLUR_TYPES):
         out[f"val_accuracy_{t}"] = float((pred[y == k] == k).float().mean())
     for lo, hi in ((0.0, 0.005), (0.005, 0.01), (0.01, 0.02)):
@@ -542,3 +549,140 @@ def _centers(n_centers: int | None, n: int) -> int | None:
 
 def _targets(t: str) -> list[str]:
     return {"gaussian": ["σ"], "motion": ["length", "(cos 2θ, sin 2θ)"], "defocus": ["radius"]}[t]
+
+
+def train_spectrum_classifier(
+    images: str | Path | None,
+    out_dir: str | Path,
+    *,
+    n_train: int = 12_000,
+    n_val: int = 3_000,
+    epochs: int = 15,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    width: int = 24,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Synthesise blurred crops, train :class:`~fastdeblur.estimate.spectrum.SpectrumCNN` and
+    write ``blur_spectrum_classifier.safetensors`` and its model card into ``out_dir``.
+
+    The estimator's training images (:func:`estimator_images`) are split once more
+    (:func:`~fastdeblur.estimate.data.combiner_split`): the network trains on 80 % of them, and
+    its validation crops come from the other 20 %, the images the likelihood stage's combiner is
+    fitted on (``scripts/fit_blur_likelihood.py``). The estimator's validation images are not
+    used. AdamW with a one-cycle learning rate, cross-entropy with label smoothing 0.02, each
+    batch's spectra mirrored at random.
+    """
+    import torch.nn.functional as F
+
+    from fastdeblur.estimate.data import combiner_split, synth_spectra
+    from fastdeblur.estimate.estimator import SPECTRUM_CLASSIFIER_FILE
+    from fastdeblur.estimate.spectrum import WINDOW, SpectrumCNN, mirror_spectrum
+    from fastdeblur.train import Trainer
+
+    if min(n_train, n_val) < 3 or epochs < 1 or width < 1:
+        raise ValueError("n_train and n_val must be >= 3, epochs and width >= 1")
+    seed_everything(seed)
+    train_images, _, names = estimator_images(images, seed=seed)
+    spec_images, comb_images, split = combiner_split(train_images, names["train"])
+    tag = "shared" if images is not None else "skimage"
+    train = cached_patches(
+        cache_dir, f"{tag}_spectra_{n_train}_s{seed}",
+        lambda: synth_spectra(spec_images, n_train, window=WINDOW, seed=seed, progress=progress),
+    )
+    val = cached_patches(
+        cache_dir, f"{tag}_spectra_val_{n_val}_s{seed + 1}",
+        lambda: synth_spectra(comb_images, n_val, window=WINDOW, seed=seed + 1,
+                              progress=progress),
+    )
+    model = SpectrumCNN(width)
+
+    def val_accuracy(m: torch.nn.Module) -> float:
+        m.eval()
+        with torch.no_grad():
+            logits = torch.cat([
+                m(p, s) for p, s in zip(val["power"].split(512),
+                                        val["noise_estimate"].split(512), strict=True)
+            ])
+        m.train()
+        return float((logits.argmax(1) == val["labels"]).float().mean())
+
+    def loss_fn(m: torch.nn.Module, batch: tuple) -> torch.Tensor:
+        power, noise, labels = batch
+        flip = torch.rand(len(power)) < 0.5
+        power = torch.where(flip[:, None, None], mirror_spectrum(power), power)
+        return F.cross_entropy(m(power, noise), labels, label_smoothing=0.02)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-3)
+    steps = epochs * -(-n_train // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    trainer = Trainer(
+        model,
+        opt,
+        loss_fn,
+        torch.utils.data.TensorDataset(train["power"], train["noise_estimate"], train["labels"]),
+        batch_size=batch_size,
+        epochs=epochs,
+        scheduler=sched,
+        val_fn=lambda m: {"val_accuracy": val_accuracy(m)},
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        log_every=50,
+        name="spectrum classifier",
+    )
+    history = trainer.fit(resume=checkpoint_dir is not None)
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([
+            model(p, s).argmax(1) for p, s in zip(val["power"].split(512),
+                                                  val["noise_estimate"].split(512), strict=True)
+        ])
+    metrics = prediction_metrics(pred, val["labels"], val["noise"])
+    metrics["val_accuracy_per_epoch"] = [
+        round(r["val_accuracy"], 4) for r in history if "val_accuracy" in r
+    ]
+    out = Path(out_dir) / SPECTRUM_CLASSIFIER_FILE
+    export_safetensors(model, out, metadata={"arch": "spectrum_cnn", "width": width,
+                                             "tile": model.tile, "classes": list(BLUR_TYPES)})
+    write_model_card(
+        out,
+        title="Image-level blur-type classifier on the Welch power spectrum",
+        description=(
+            "Classifies a uniformly blurred gray image as Gaussian, motion or defocus blur from "
+            "the Welch power spectrum of its most textured 128×128 tiles "
+            "(`fastdeblur.estimate.likelihood.tile_spectrum`) and its noise level. Model: "
+            "`fastdeblur.estimate.spectrum.SpectrumCNN`; its probabilities join the likelihood "
+            "stage's verdict (`blur_likelihood.json`). Loaded by "
+            "`fastdeblur.estimate.BlurEstimator.load`."
+        ),
+        data=(
+            f"The estimator's training images (`{_shown_path(str(images))}` and the photos inside "
+            f"`skimage.data`, {len(names['train'])} images; its {len(names['val'])} validation "
+            "images are never used) split by image (20 %, seed 7): "
+            f"{n_train} training crops of {len(split['spectrum'])} images, {n_val} validation "
+            f"crops of the other {len(split['combiner'])} "
+            f"({', '.join(split['combiner'])}), the images the combiner is fitted on. Each crop "
+            f"{WINDOW}×{WINDOW} (images smaller than that plus the largest kernel are skipped), "
+            "blurred uniformly (reflect boundary) with parameters drawn uniformly: Gaussian σ "
+            "0.5–5 px; motion length 3–31 px, angle 0–180°; defocus radius 1–10 px; white noise "
+            "σn uniform in 0–0.02 on 80 % of the crops, none on 20 %; clamped to [0, 1]; "
+            "transposed at random."
+            if images is not None else "The photos inside `skimage.data`."
+        ),
+        command=command_line(),
+        metrics={k: v for k, v in metrics.items() if not isinstance(v, list)},
+        details={
+            "network": f"SpectrumCNN width {width}: input 4×128×65 (mean-free log power, log "
+            "power above the noise, |f_y|, f_x); conv 5×5 and 3 conv 3×3 with stride 2, one "
+            "conv 3×3 (GELU) → 8×5; head 64-3 (dropout 0.2)",
+            "training": f"AdamW lr {lr:g} one-cycle, weight decay 1e-3, batch {batch_size}, "
+            f"{epochs} epochs, label smoothing 0.02, random mirroring",
+            "seed": seed,
+        },
+    )
+    metrics["weights_file"] = str(out)
+    return metrics

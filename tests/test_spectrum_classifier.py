@@ -1,0 +1,172 @@
+"""The image-level spectrum classifier: its input, its data, its training command, and how the
+estimator and the combiner use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fastdeblur.estimate import likelihood as lk
+from fastdeblur.estimate.data import combiner_split, synth_spectra
+from fastdeblur.estimate.estimator import (
+    LIKELIHOOD_FILE,
+    SPECTRUM_CLASSIFIER_FILE,
+    WEIGHTS_DIR,
+    BlurEstimator,
+)
+from fastdeblur.estimate.spectrum import SpectrumCNN, mirror_spectrum
+from fastdeblur.synth import load_images
+
+runner = CliRunner()
+
+
+def _power(x: torch.Tensor) -> torch.Tensor:
+    z = torch.view_as_real(torch.fft.rfft2(x))
+    return z[..., 0] ** 2 + z[..., 1] ** 2
+
+
+def test_mirror_spectrum_is_the_spectrum_of_the_mirrored_image() -> None:
+    x = torch.rand(2, 16, 16, dtype=torch.float64)
+    # index n -> -n (mod N) along x: the exact mirror on the periodic grid
+    mirrored = torch.roll(x.flip(-1), 1, dims=-1)
+    torch.testing.assert_close(mirror_spectrum(_power(x)), _power(mirrored))
+    torch.testing.assert_close(mirror_spectrum(mirror_spectrum(_power(x))), _power(x))
+
+
+def test_spectrum_cnn_input_and_output_shapes() -> None:
+    model = SpectrumCNN(width=4, tile=32).eval()
+    power = torch.rand(3, 32, 17) + 1e-3
+    x = model.inputs(power, torch.tensor([0.0, 0.01, 0.02]))
+    assert x.shape == (3, 4, 32, 17)
+    assert torch.isfinite(x).all()
+    # the shape channel ignores exposure and contrast: power scaled by a constant
+    torch.testing.assert_close(
+        model.inputs(power * 7.0, torch.zeros(3))[:, 0], model.inputs(power, torch.zeros(3))[:, 0]
+    )
+    assert model(power, torch.zeros(3)).shape == (3, 3)
+    with pytest.raises(ValueError, match="spectra"):
+        model(torch.rand(3, 32, 32), torch.zeros(3))
+
+
+def test_synth_spectra_shapes_labels_and_clean_fraction() -> None:
+    images = [im for im in load_images(None, gray=True) if min(im.shape[-2:]) >= 420][:2]
+    data = synth_spectra(images, 10, seed=3, clean_fraction=0.3)
+    assert data["power"].shape == (10, 128, 65)
+    assert data["labels"].tolist()[:7] == [0, 1, 2, 0, 1, 2, 0]
+    assert bool((data["noise"][7:] == 0).all()) and bool((data["noise"][:7] > 0).all())
+    assert torch.isfinite(data["power"]).all() and bool((data["power"] >= 0).all())
+    again = synth_spectra(images, 10, seed=3, clean_fraction=0.3)
+    torch.testing.assert_close(again["power"], data["power"])
+    with pytest.raises(ValueError, match="side of at least"):
+        synth_spectra([torch.rand(1, 200, 200)], 3)
+
+
+def test_combiner_split_is_by_image_and_disjoint() -> None:
+    images = [torch.full((1, 8, 8), float(i)) for i in range(20)]
+    names = [f"im{i}" for i in range(20)]
+    spec, comb, split = combiner_split(images, names)
+    assert len(comb) == 4 and len(spec) == 16
+    assert not set(split["spectrum"]) & set(split["combiner"])
+    assert {float(im[0, 0, 0]) for im in comb} == {int(n[2:]) for n in split["combiner"]}
+
+
+def test_combiner_weighs_the_spectrum_classifier() -> None:
+    """Patches and likelihood uninformative, the spectrum classifier right: the fitted
+    combiner leans on it, and without its probabilities it refuses to score."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(90) % 3
+    probs = torch.full((90, 3), 1 / 3, dtype=torch.float64)
+    excess = torch.rand(90, 3, generator=g, dtype=torch.float64)
+    spec = torch.full((90, 3), 0.2, dtype=torch.float64)
+    spec[torch.arange(90), labels] = 0.6
+    comb = lk.Combiner.fit(probs, excess, labels, spec_probs=spec)
+    assert comb.w_spec > 0
+    assert bool((comb.scores(probs, excess, spec).argmax(1) == labels).all())
+    with pytest.raises(ValueError, match="spec_probs"):
+        comb.scores(probs, excess)
+    again = lk.Combiner.from_dict(comb.to_dict())
+    assert again.w_spec == comb.w_spec
+    old = {k: v for k, v in comb.to_dict().items() if k != "w_spec"}
+    assert lk.Combiner.from_dict(old).w_spec == 0.0
+    assert lk.Combiner.fit(probs, excess, labels).w_spec == 0.0
+
+
+def test_estimator_needs_the_spectrum_classifier_its_combiner_weighs() -> None:
+    est = BlurEstimator.load()
+    combiner = lk.Combiner(w_spec=1.0)
+    with pytest.raises(ValueError, match="spectrum_classifier"):
+        BlurEstimator(est.classifier, est.grnns, combiner=combiner)
+
+
+def test_shipped_estimator_uses_the_spectrum_classifier() -> None:
+    info = json.loads((WEIGHTS_DIR / LIKELIHOOD_FILE).read_text())
+    if not info.get("uses_spectrum_classifier"):
+        pytest.skip("the shipped combiner does not weigh the spectrum classifier")
+    est = BlurEstimator.load()
+    assert isinstance(est.spectrum_classifier, SpectrumCNN)
+    image = load_images(None, gray=True)[0][:, :256, :256]
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+
+    kernel = psf.from_params("defocus", {"radius": 4.0}, dtype=torch.float32)
+    y = convolve(image[None], kernel, boundary="reflect")[0]
+    r = est.estimate(y)
+    assert r.spectrum_probs is not None
+    # the likelihood fit's spectrum is the one the classifier would compute itself
+    fit = lk.fit_likelihood(y[0], 0.0)
+    torch.testing.assert_close(
+        est.spectrum_probs(y[0], 0.0, fit.spectrum), est.spectrum_probs(y[0], 0.0)
+    )
+    assert abs(sum(r.spectrum_probs.values()) - 1) < 1e-5
+    # smaller than one tile: the verdict goes on without it
+    small = est.estimate(y[:, :100, :100])
+    assert small.spectrum_probs is None and small.blur_type in ("gaussian", "motion", "defocus")
+
+
+def test_load_spectrum_classifier_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="fastdeblur train spectrum"):
+        BlurEstimator.load_spectrum_classifier(tmp_path / SPECTRUM_CLASSIFIER_FILE)
+    with pytest.raises(ValueError, match="not a spectrum classifier"):
+        BlurEstimator.load_spectrum_classifier(WEIGHTS_DIR / "blur_classifier.safetensors")
+
+
+def _app():
+    import typer
+
+    from fastdeblur.cli import train as train_cli
+
+    app = typer.Typer()
+    train_cli.register(app)
+    return app
+
+
+@pytest.mark.slow
+def test_train_spectrum_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    r = runner.invoke(
+        _app(),
+        ["train", "spectrum", "--output", str(out), "--crops", "9", "--val-crops", "6",
+         "--epochs", "1", "--width", "4", "--checkpoints", str(tmp_path / "ck")],
+    )
+    assert r.exit_code == 0, r.output
+    assert (out / SPECTRUM_CLASSIFIER_FILE).is_file()
+    card = (out / SPECTRUM_CLASSIFIER_FILE).with_suffix(".md").read_text()
+    assert "val_accuracy" in card and "SpectrumCNN width 4" in card
+    model = BlurEstimator.load_spectrum_classifier(out / SPECTRUM_CLASSIFIER_FILE)
+    assert model.width == 4
+    assert (tmp_path / "ck" / "last.pt").is_file()
+
+
+def test_train_spectrum_rejects_bad_options(tmp_path: Path) -> None:
+    r = runner.invoke(_app(), ["train", "spectrum", "--epochs", "0", "--output", str(tmp_path)])
+    assert r.exit_code == 1 and "--epochs" in r.output
+    r = runner.invoke(_app(), ["train", "spectrum", "--crops", "1", "--output", str(tmp_path)])
+    assert r.exit_code == 1 and "--crops" in r.output
+    r = runner.invoke(
+        _app(), ["train", "spectrum", "--images", str(tmp_path / "none"), "--output", str(tmp_path)]
+    )
+    assert r.exit_code == 1 and "not a folder" in r.output
