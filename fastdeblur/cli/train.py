@@ -158,9 +158,11 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(
             Path("fastdeblur/weights"), "--output", "-o", help="Folder for the weights and card."
         ),
-        n_train: int = typer.Option(12_000, "--crops", help="Training crops, 1/3 per type."),
+        n_train: int = typer.Option(
+            30_000, "--crops", help="Training crops, 1/3 per type (shipped: 30,000)."
+        ),
         n_val: int = typer.Option(3_000, "--val-crops", help="Validation crops."),
-        epochs: int = typer.Option(15, "--epochs", help="Training epochs."),
+        epochs: int = typer.Option(20, "--epochs", help="Training epochs (shipped: 20)."),
         width: int = typer.Option(24, "--width", help="Channels of the first convolution."),
         batch_size: int = typer.Option(128, "--batch-size", help="Mini-batch size."),
         lr: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate (one-cycle)."),
