@@ -172,7 +172,9 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
 
         results["true_kernel_circular"] = _np(uniform.hyper_laplacian(
             y[None], kernel, boundary="circular")[0])
-    auto = timed("auto", lambda: deblur_with_details(y, noise_floor=floor))
+    # JPEG inputs as the command treats them: a noise floor, and no spectrum classifier
+    auto = timed("auto", lambda: deblur_with_details(
+        y, noise_floor=floor, compressed=floor is not None))
     results["auto"] = _np(auto.image)
     out["auto_method"] = auto.method
     out["auto_kernel_model"] = auto.details.get("kernel_model")
@@ -190,7 +192,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     for name, source, same in (("auto_parametric", "parametric", not tried_shake_first),
                                ("auto_shake_first", "shake", tried_shake_first)):
         other = auto if same else timed(name, lambda source=source: deblur_with_details(
-            y, noise_floor=floor, blind_kernel=source))
+            y, noise_floor=floor, compressed=floor is not None, blind_kernel=source))
         results[name] = _np(other.image)
         out[f"{name}_reason"] = other.details.get("reason")
     # the blind parametric path alone (the verdict's kernel, never another family nor the
@@ -202,7 +204,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
         param = auto
     else:
         param = timed("parametric", lambda: deblur_with_details(
-            y, method="hyperlaplacian", noise_floor=floor))
+            y, method="hyperlaplacian", noise_floor=floor, compressed=floor is not None))
     if auto.method == "nafnet":
         results["nafnet"] = results["auto"]
     else:

@@ -85,10 +85,12 @@ def run(shared: Path, out_dir: Path, crop: int = CROP) -> list[dict]:
     for photo in photos:
         data = io.read(photo)
         pixels = data.pixels  # (C, H, W) float32 in [0, 1]
-        # as the command does: JPEG inputs are regularised with at least JPEG_NOISE_FLOOR
+        # as the command does: JPEG inputs are regularised with at least JPEG_NOISE_FLOOR and
+        # estimated without the spectrum classifier
         floor = JPEG_NOISE_FLOOR if data.format == "JPEG" else None
         t0 = time.perf_counter()
-        auto = deblur_with_details(pixels, method="auto", noise_floor=floor)
+        auto = deblur_with_details(pixels, method="auto", noise_floor=floor,
+                                   compressed=floor is not None)
         t1 = time.perf_counter()
         learned = deblur_with_details(pixels, method="nafnet")
         t2 = time.perf_counter()

@@ -137,9 +137,11 @@ def test_load_spectrum_classifier_errors(tmp_path: Path) -> None:
 def _app():
     import typer
 
+    from fastdeblur.cli import classify as classify_cli
     from fastdeblur.cli import train as train_cli
 
     app = typer.Typer()
+    classify_cli.register(app)
     train_cli.register(app)
     return app
 
@@ -170,3 +172,58 @@ def test_train_spectrum_rejects_bad_options(tmp_path: Path) -> None:
         _app(), ["train", "spectrum", "--images", str(tmp_path / "none"), "--output", str(tmp_path)]
     )
     assert r.exit_code == 1 and "not a folder" in r.output
+
+
+def test_compressed_images_are_judged_without_the_spectrum_classifier() -> None:
+    info = json.loads((WEIGHTS_DIR / LIKELIHOOD_FILE).read_text())
+    if not info.get("uses_spectrum_classifier"):
+        pytest.skip("the shipped combiner does not weigh the spectrum classifier")
+    est = BlurEstimator.load()
+    plain = lk.Combiner.from_dict(info["combiner_without_spectrum"])
+    assert est.plain_combiner == plain and plain.w_spec == 0
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+
+    image = load_images(None, gray=True)[0][:, :200, :200]
+    kernel = psf.from_params("motion", {"length": 9.0, "angle": 30.0}, dtype=torch.float32)
+    y = convolve(image[None], kernel, boundary="reflect")[0]
+    r = est.estimate(y, compressed=True)
+    assert r.spectrum_probs is None
+    # the verdict is the plain combiner's posterior of the same patches and likelihood
+    lik_fit = lk.fit_likelihood(y[0], r.noise_sigma)
+    patch = torch.tensor([r.patch_probs[t] for t in ("gaussian", "motion", "defocus")])
+    expected = plain.posterior(patch, lik_fit.excess())
+    torch.testing.assert_close(torch.tensor(list(r.probs.values()), dtype=torch.float64),
+                               expected, atol=1e-5, rtol=0)
+    assert est.estimate(y).spectrum_probs is not None
+
+
+def test_deblur_and_classify_pass_compressed_on(tmp_path: Path, monkeypatch) -> None:
+    """``deblur_with_details(compressed=True)`` and ``fastdeblur classify`` on a JPEG reach the
+    estimator as ``compressed=True``; PNGs as False."""
+    import numpy as np
+    from PIL import Image
+
+    from fastdeblur.restore import pipeline
+
+    seen: list[bool] = []
+    real = BlurEstimator.estimate
+
+    def spy(self, image, **kwargs):
+        seen.append(bool(kwargs.get("compressed", False)))
+        return real(self, image, **kwargs)
+
+    monkeypatch.setattr(BlurEstimator, "estimate", spy)
+    y = torch.rand(1, 96, 96)
+    pipeline.deblur_with_details(y, compressed=True, blind_kernel="parametric")
+    pipeline.deblur_with_details(y, blind_kernel="parametric")
+    assert seen == [True, False]
+    app = _app()  # with the train group beside it, "classify" is a subcommand
+    pixels = (np.random.default_rng(0).random((80, 80)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=90)
+    Image.fromarray(pixels).save(tmp_path / "b.png")
+    seen.clear()
+    r = runner.invoke(app, ["classify", str(tmp_path / "a.jpg"), str(tmp_path / "b.png"),
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen == [True, False]

@@ -12,14 +12,16 @@ import typer
 from fastdeblur.cli._common import CLIError, cli_errors, console
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """An image file as float ``(C, H, W)`` in [0, 1] (8- or 16-bit; alpha dropped)."""
+def read_image(path: Path) -> tuple[torch.Tensor, str | None]:
+    """An image file as float ``(C, H, W)`` in [0, 1] (8- or 16-bit; alpha dropped) and its
+    format (PIL's name: ``"JPEG"``, ``"PNG"``, ...)."""
     from PIL import Image
 
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
     try:
         with Image.open(path) as im:
+            fmt = im.format
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.float32) / 65535.0
             else:
@@ -27,7 +29,7 @@ def read_image(path: Path) -> torch.Tensor:
     except OSError as exc:
         raise CLIError(f"{path}: cannot read image ({exc})") from None
     t = torch.from_numpy(np.ascontiguousarray(arr))
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+    return (t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()), fmt
 
 
 def _map_path(map_option: Path, image: Path, many: bool) -> Path:
@@ -66,8 +68,10 @@ def register(app: typer.Typer) -> None:
             raise CLIError(f"--stride must be >= 1; got {stride}")
         estimator = BlurEstimator.load(weights, with_grnn=not types_only)
         for path in images:
-            image = read_image(path)
-            result = estimator.estimate(image, stride=stride, params=not types_only)
+            image, fmt = read_image(path)
+            # JPEG: the verdict leaves out the spectrum classifier (never trained on JPEGs)
+            result = estimator.estimate(image, stride=stride, params=not types_only,
+                                        compressed=fmt == "JPEG")
             record = {
                 "file": str(path),
                 "blur_type": result.blur_type,

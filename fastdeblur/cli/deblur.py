@@ -176,6 +176,7 @@ def register(app: typer.Typer) -> None:
                     noise_sigma=noise, tile=tile,
                     noise_floor=JPEG_NOISE_FLOOR if data.format == "JPEG" else None,
                     blind_kernel=blind_kernel.value, shake_size=shake_size,
+                    compressed=data.format == "JPEG",
                 )
                 io.write(out, result.image, alpha=data.alpha, bit_depth=data.bit_depth,
                          source=image, force=force, icc_profile=data.icc_profile)

@@ -167,6 +167,9 @@ class BlurEstimator:
             GRNNs only).
         spectrum_classifier: The image-level :class:`~fastdeblur.estimate.spectrum.SpectrumCNN`,
             needed when the combiner weighs it.
+        plain_combiner: The verdict without the spectrum classifier (patches + likelihood),
+            for images smaller than its tile and compressed ones (``compressed=True``); default
+            ``combiner`` with its spectrum weight set to 0.
     """
 
     def __init__(
@@ -177,6 +180,7 @@ class BlurEstimator:
         image_grnns: dict[str, Any] | None = None,
         combiner: Any | None = None,
         spectrum_classifier: Any | None = None,
+        plain_combiner: Any | None = None,
     ) -> None:
         if grnn_feature not in feats.FEATURE_KINDS:
             kinds = ", ".join(feats.FEATURE_KINDS)
@@ -192,6 +196,11 @@ class BlurEstimator:
             spectrum_classifier.eval())
         if combiner is not None and combiner.w_spec != 0 and spectrum_classifier is None:
             raise ValueError("the combiner weighs a spectrum classifier: give spectrum_classifier")
+        if plain_combiner is None and combiner is not None:
+            plain_combiner = dataclasses.replace(combiner, w_spec=0.0)
+        if plain_combiner is not None and plain_combiner.w_spec != 0:
+            raise ValueError("plain_combiner must not weigh the spectrum classifier (w_spec 0)")
+        self.plain_combiner = plain_combiner
 
     # ---- loading --------------------------------------------------------------------------
 
@@ -252,15 +261,19 @@ class BlurEstimator:
             )
         classifier = cls.load_classifier(classifier_path)
         combiner = None
+        plain = None
         spectrum = None
         lik_path = folder / LIKELIHOOD_FILE
         if likelihood and not paper and lik_path.is_file():
             from fastdeblur.estimate.likelihood import Combiner
 
-            combiner = Combiner.from_dict(json.loads(lik_path.read_text())["combiner"])
+            info = json.loads(lik_path.read_text())
+            combiner = Combiner.from_dict(info["combiner"])
+            if "combiner_without_spectrum" in info:
+                plain = Combiner.from_dict(info["combiner_without_spectrum"])
             if combiner.w_spec != 0:
                 spectrum = cls.load_spectrum_classifier(folder / SPECTRUM_CLASSIFIER_FILE)
-        return cls(classifier, grnns, feature, image_grnns, combiner, spectrum)
+        return cls(classifier, grnns, feature, image_grnns, combiner, spectrum, plain)
 
     @staticmethod
     def load_spectrum_classifier(path: str | Path):
@@ -328,6 +341,7 @@ class BlurEstimator:
         stride: int | None = None,
         max_patches: int = 4096,
         params: bool = True,
+        compressed: bool = False,
     ) -> BlurEstimate:
         """Estimate the blur of one image (see the module docstring).
 
@@ -338,6 +352,9 @@ class BlurEstimator:
                 ``max_patches`` patches).
             max_patches: Upper bound on the number of patches classified.
             params: Also regress the parameters (needs the GRNNs).
+            compressed: The image was lossily compressed (JPEG): the verdict then leaves out
+                the spectrum classifier, which never saw compressed spectra in training (on
+                held-out JPEGs it read motion and defocus as Gaussian).
 
         Returns:
             A :class:`BlurEstimate`.
@@ -385,10 +402,10 @@ class BlurEstimator:
             from fastdeblur.estimate.likelihood import fit_likelihood
 
             lik = fit_likelihood(clean_gray, noise)
-            if combiner.w_spec != 0:
+            if combiner.w_spec != 0 and not compressed:
                 spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum)
-                if spec_probs is None:  # smaller than one tile: patches and likelihood only
-                    combiner = dataclasses.replace(combiner, w_spec=0.0)
+            if spec_probs is None:  # compressed, or smaller than one tile
+                combiner = self.plain_combiner
             final_probs = combiner.posterior(mean_probs, lik.excess(), spec_probs).float()
         verdict = int(final_probs.argmax())
         blur_type = BLUR_TYPES[verdict]
@@ -581,7 +598,8 @@ def estimate(
     Args:
         image: Tensor ``(C, H, W)`` in [0, 1], or numpy ``HW``/``HWC`` uint8/uint16/float.
         estimator: A :class:`BlurEstimator` (default: the shipped weights).
-        **kwargs: ``stride``, ``max_patches`` (see :meth:`BlurEstimator.estimate`).
+        **kwargs: ``stride``, ``max_patches``, ``compressed`` (see
+            :meth:`BlurEstimator.estimate`).
 
     Returns:
         A :class:`BlurEstimate`: ``.blur_type``, ``.params``, ``.confidence``, ``.map``.

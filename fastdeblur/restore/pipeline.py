@@ -175,8 +175,8 @@ def estimation_available() -> bool:
     return True
 
 
-def _estimate(x: torch.Tensor) -> Any:
-    """The ``BlurEstimate`` of a ``(1, C, H, W)`` image."""
+def _estimate(x: torch.Tensor, compressed: bool = False) -> Any:
+    """The ``BlurEstimate`` of a ``(1, C, H, W)`` image (``compressed``: JPEG-compressed)."""
     try:
         from fastdeblur.estimate import estimate
     except ImportError as exc:
@@ -184,7 +184,7 @@ def _estimate(x: torch.Tensor) -> Any:
             "deblurring without a kernel needs blur estimation (fastdeblur.estimate), which "
             "is not available in this installation; pass kernel=... (or --kernel FILE)"
         ) from exc
-    return estimate(x[0].cpu())
+    return estimate(x[0].cpu(), compressed=compressed)
 
 
 # The blur map "agrees" when at least MAP_AGREE_SHARE of the textured patches have the image's
@@ -547,6 +547,7 @@ def deblur_with_details(
     blind_kernel: str = "auto",
     shake_size: int | None = None,
     progress: Any = None,
+    compressed: bool = False,
 ) -> DeblurResult:
     """:func:`deblur`, also returning the kernel, the estimate and the noise level used.
 
@@ -587,7 +588,7 @@ def deblur_with_details(
         details["reason"] = "nafnet was asked for (learned blind deblurring, no kernel)"
     elif kernel is None:
         t0 = _clock(dev)
-        estimate_result = _estimate(y)
+        estimate_result = _estimate(y, compressed)
         t1 = _clock(dev)
         details["map_agreement"] = map_agreement(estimate_result)
         why_not = fallback_reason(estimate_result) if method == "auto" else None
@@ -827,6 +828,7 @@ def deblur(
     overlap: int | None = None,
     blind_kernel: str = "auto",
     shake_size: int | None = None,
+    compressed: bool = False,
 ) -> torch.Tensor | np.ndarray:
     """Remove blur from an image.
 
@@ -853,6 +855,9 @@ def deblur(
             free-form kernel is the one used). See :data:`BLIND_KERNELS`.
         shake_size: Support of the free-form kernel, odd, 5–101 (default 31): at least the
             extent of the blur.
+        compressed: The image was JPEG-compressed: the blur estimate leaves out its spectrum
+            classifier, which never saw compressed spectra (``fastdeblur deblur`` sets this, and
+            ``noise_floor``, for JPEG files).
 
     Returns:
         The restored image in the form it was given (tensor: same shape, dtype and device;
@@ -860,4 +865,5 @@ def deblur(
     """
     return deblur_with_details(image, method, kernel, device, noise_sigma=noise_sigma,
                                noise_floor=noise_floor, tile=tile, overlap=overlap,
-                               blind_kernel=blind_kernel, shake_size=shake_size).image
+                               blind_kernel=blind_kernel, shake_size=shake_size,
+                               compressed=compressed).image
