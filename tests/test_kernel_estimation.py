@@ -206,7 +206,7 @@ def _estimate(confidence: float) -> SimpleNamespace:
 def test_auto_tries_the_free_form_kernel_first_when_the_estimate_is_not_trusted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _, y, _ = _shaken()
-    monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.3))
+    monkeypatch.setattr(pipeline, "_estimate", lambda image, compressed=False: _estimate(0.3))
     result = deblur_with_details(y[None], shake_size=21)
     first = result.details["candidates"][0]
     assert first["kernel"].startswith("free-form kernel (21 px")
@@ -214,18 +214,18 @@ def test_auto_tries_the_free_form_kernel_first_when_the_estimate_is_not_trusted(
     assert "free-form kernel" in result.details["reason"]
     torch.testing.assert_close(result.kernel, ke.estimate_kernel(y[None], 21))
     # trusted: the parametric verdict only
-    monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.9))
+    monkeypatch.setattr(pipeline, "_estimate", lambda image, compressed=False: _estimate(0.9))
     result = deblur_with_details(y[None])
     assert not any(c["kernel"].startswith("free-form") for c in result.details["candidates"])
 
 
 def test_blind_kernel_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     _, y, _ = _shaken(image_size=96, size=9)
-    monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.3))
+    monkeypatch.setattr(pipeline, "_estimate", lambda image, compressed=False: _estimate(0.3))
     parametric = deblur_with_details(y[None], blind_kernel="parametric")
     assert not any(c["kernel"].startswith("free-form")
                    for c in parametric.details["candidates"])
-    monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.9))
+    monkeypatch.setattr(pipeline, "_estimate", lambda image, compressed=False: _estimate(0.9))
     shake = deblur_with_details(y[None], blind_kernel="shake", shake_size=15)
     assert shake.details["candidates"][0]["kernel"].startswith("free-form kernel (15 px")
     # an explicit method uses the free-form kernel when asked, else the verdict's
@@ -252,7 +252,7 @@ def test_auto_skips_a_free_form_kernel_smaller_than_the_verdict(
     _, y, _ = _shaken(image_size=96, size=9)
     long = SimpleNamespace(blur_type="motion", params={"length": 25.0, "angle": 0.0},
                            confidence=0.3, map=None, warnings=[])
-    monkeypatch.setattr(pipeline, "_estimate", lambda image: long)
+    monkeypatch.setattr(pipeline, "_estimate", lambda image, compressed=False: long)
     tried = deblur_with_details(y[None], shake_size=21).details["candidates"]
     assert not any(c["kernel"].startswith("free-form") for c in tried)
     tried = deblur_with_details(y[None], shake_size=29).details["candidates"]
@@ -299,7 +299,7 @@ def test_free_form_kernel_is_deconvolved_with_its_noise_floor(
 
     monkeypatch.setattr(pipeline, "_deconvolve_uniform", spy)
     monkeypatch.setattr(pipeline, "blur_residual", residual_spy)
-    monkeypatch.setattr(pipeline, "_estimate", lambda image: _estimate(0.3))
+    monkeypatch.setattr(pipeline, "_estimate", lambda image, compressed=False: _estimate(0.3))
     result = deblur_with_details(y[None], shake_size=21)
     assert result.details["candidates"][0]["accepted"]
     # the residual check measures against the level the deconvolution assumed (against the

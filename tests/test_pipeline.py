@@ -45,7 +45,7 @@ def estimate_as(monkeypatch: pytest.MonkeyPatch):
     """Make the pipeline's blur estimation return a given estimate."""
 
     def use(est: SimpleNamespace) -> None:
-        monkeypatch.setattr(pipeline, "_estimate", lambda y: est)
+        monkeypatch.setattr(pipeline, "_estimate", lambda y, compressed=False: est)
 
     return use
 

@@ -402,10 +402,12 @@ class BlurEstimator:
             from fastdeblur.estimate.likelihood import fit_likelihood
 
             lik = fit_likelihood(clean_gray, noise)
-            if combiner.w_spec != 0 and not compressed:
-                spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum)
-            if spec_probs is None:  # compressed, or smaller than one tile
-                combiner = self.plain_combiner
+            if combiner.w_spec != 0:
+                if not compressed:
+                    spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum)
+                if spec_probs is None:  # compressed, or smaller than one tile
+                    combiner = (self.plain_combiner if self.plain_combiner is not None
+                                else dataclasses.replace(combiner, w_spec=0.0))
             final_probs = combiner.posterior(mean_probs, lik.excess(), spec_probs).float()
         verdict = int(final_probs.argmax())
         blur_type = BLUR_TYPES[verdict]
