@@ -162,6 +162,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
         return value
 
     floor = _noise_floor()
+    compressed = floor is not None  # a JPEG input: the floor and the estimate's flag go together
     true = timed("true_kernel", lambda: deblur_with_details(y, kernel=kernel, noise_floor=floor))
     results["true_kernel"] = _np(true.image)
     residual = {"true_kernel": round(blur_residual(y[None], true.image[None], kernel,
@@ -174,7 +175,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
             y[None], kernel, boundary="circular")[0])
     # JPEG inputs as the command treats them: a noise floor, and no spectrum classifier
     auto = timed("auto", lambda: deblur_with_details(
-        y, noise_floor=floor, compressed=floor is not None))
+        y, noise_floor=floor, compressed=compressed))
     results["auto"] = _np(auto.image)
     out["auto_method"] = auto.method
     out["auto_kernel_model"] = auto.details.get("kernel_model")
@@ -192,7 +193,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
     for name, source, same in (("auto_parametric", "parametric", not tried_shake_first),
                                ("auto_shake_first", "shake", tried_shake_first)):
         other = auto if same else timed(name, lambda source=source: deblur_with_details(
-            y, noise_floor=floor, compressed=floor is not None, blind_kernel=source))
+            y, noise_floor=floor, compressed=compressed, blind_kernel=source))
         results[name] = _np(other.image)
         out[f"{name}_reason"] = other.details.get("reason")
     # the blind parametric path alone (the verdict's kernel, never another family nor the
@@ -204,7 +205,7 @@ def run_case(y: torch.Tensor, sharp: np.ndarray, kernel: torch.Tensor,
         param = auto
     else:
         param = timed("parametric", lambda: deblur_with_details(
-            y, method="hyperlaplacian", noise_floor=floor, compressed=floor is not None))
+            y, method="hyperlaplacian", noise_floor=floor, compressed=compressed))
     if auto.method == "nafnet":
         results["nafnet"] = results["auto"]
     else:

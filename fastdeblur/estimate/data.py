@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from fastdeblur.estimate.patches import texture_energy, texture_threshold
+from fastdeblur.estimate.spectrum import TILE, WINDOW
 from fastdeblur.synth import BLUR_TYPES, BlurPatchDataset, load_images, split_images
 
 
@@ -227,7 +228,7 @@ def synth_spectra(
     images: Sequence[torch.Tensor],
     n: int,
     *,
-    window: int = 384,
+    window: int = WINDOW,
     seed: int = 0,
     noise_sigma: tuple[float, float] = (0.0, 0.02),
     clean_fraction: float = 0.2,
@@ -248,7 +249,7 @@ def synth_spectra(
         ``{"power": (n, 128, 65) float32, "noise_estimate": (n,), "noise": (n,),
         "labels": (n,) int64, "params": list of dicts}``.
     """
-    from fastdeblur.estimate.likelihood import TILE, tile_spectrum
+    from fastdeblur.estimate.likelihood import tile_spectrum
     from fastdeblur.estimate.patches import estimate_noise
     from fastdeblur.synth import DEFAULT_RANGES, kernel_radius
 

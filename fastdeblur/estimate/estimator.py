@@ -196,11 +196,17 @@ class BlurEstimator:
             spectrum_classifier.eval())
         if combiner is not None and combiner.w_spec != 0 and spectrum_classifier is None:
             raise ValueError("the combiner weighs a spectrum classifier: give spectrum_classifier")
-        if plain_combiner is None and combiner is not None:
-            plain_combiner = dataclasses.replace(combiner, w_spec=0.0)
         if plain_combiner is not None and plain_combiner.w_spec != 0:
             raise ValueError("plain_combiner must not weigh the spectrum classifier (w_spec 0)")
-        self.plain_combiner = plain_combiner
+        self._plain_combiner = plain_combiner
+
+    @property
+    def plain_combiner(self) -> Any | None:
+        """The verdict without the spectrum classifier: the one given, else :attr:`combiner`
+        with its spectrum weight set to 0."""
+        if self._plain_combiner is not None or self.combiner is None:
+            return self._plain_combiner
+        return dataclasses.replace(self.combiner, w_spec=0.0)
 
     # ---- loading --------------------------------------------------------------------------
 
@@ -406,8 +412,7 @@ class BlurEstimator:
                 if not compressed:
                     spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum)
                 if spec_probs is None:  # compressed, or smaller than one tile
-                    combiner = (self.plain_combiner if self.plain_combiner is not None
-                                else dataclasses.replace(combiner, w_spec=0.0))
+                    combiner = self.plain_combiner
             final_probs = combiner.posterior(mean_probs, lik.excess(), spec_probs).float()
         verdict = int(final_probs.argmax())
         blur_type = BLUR_TYPES[verdict]

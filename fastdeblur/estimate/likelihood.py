@@ -444,14 +444,14 @@ class Combiner:
     ) -> torch.Tensor:
         """``(..., 3)`` scores from ``(..., 3)`` patch probabilities, NLL excesses and spectrum
         classifier probabilities (needed when ``w_spec`` is not 0)."""
-        logp = patch_probs.double().clamp_min(1e-6).log()
+        logp = _log_probs(patch_probs)
         bias = torch.tensor(self.bias, dtype=torch.float64)
         e = _scaled_excess(excess, self.excess_scale)
         out = self.w_patch * logp - self.w_nll * e + bias
         if self.w_spec != 0:
             if spec_probs is None:
                 raise ValueError("this combiner weighs the spectrum classifier: give spec_probs")
-            out = out + self.w_spec * spec_probs.double().clamp_min(1e-6).log()
+            out = out + self.w_spec * _log_probs(spec_probs)
         return out
 
     def posterior(
@@ -494,8 +494,8 @@ class Combiner:
         theta = torch.zeros(5, dtype=torch.float64)
         theta[1] = 0.1
         theta.requires_grad_(True)
-        logp = patch_probs.double().clamp_min(1e-6).log()
-        logq = None if spec_probs is None else spec_probs.double().clamp_min(1e-6).log()
+        logp = _log_probs(patch_probs)
+        logq = None if spec_probs is None else _log_probs(spec_probs)
         e = _scaled_excess(excess, excess_scale)
 
         def score_of(th: torch.Tensor) -> torch.Tensor:
@@ -558,6 +558,11 @@ class Combiner:
 
 
 EXCESS_SCALES: tuple[str, ...] = ("linear", "log1p")
+
+
+def _log_probs(probs: torch.Tensor) -> torch.Tensor:
+    """``log p`` in float64, floored at ``p = 1e-6`` (a zero would be an infinite veto)."""
+    return probs.double().clamp_min(1e-6).log()
 
 
 def _scaled_excess(excess: torch.Tensor, scale: str) -> torch.Tensor:

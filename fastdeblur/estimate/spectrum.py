@@ -16,12 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TILE = 128
+# The classifier reads the likelihood stage's spectrum (its tile), and floors the noise as the
+# likelihood does: an estimate of 0 on a clean image would make the "power above noise" channel
+# unbounded.
+from fastdeblur.estimate.likelihood import NOISE_FLOOR, TILE
+
 # The training crops' side: 25 half-overlapping 128×128 tiles, near the 32 read from a photo.
 WINDOW = 384
-# The noise variance in the input is floored here (the likelihood stage's floor): an estimate of 0
-# on a clean image would make the "power above noise" channel unbounded.
-NOISE_FLOOR = 0.0005
 
 
 def mirror_spectrum(power: torch.Tensor) -> torch.Tensor:

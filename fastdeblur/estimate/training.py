@@ -593,24 +593,26 @@ def train_spectrum_classifier(
     tag = "shared" if images is not None else "skimage"
     train = cached_patches(
         cache_dir, f"{tag}_spectra_{n_train}_s{seed}",
-        lambda: synth_spectra(spec_images, n_train, window=WINDOW, seed=seed, progress=progress),
+        lambda: synth_spectra(spec_images, n_train, seed=seed, progress=progress),
     )
     val = cached_patches(
         cache_dir, f"{tag}_spectra_val_{n_val}_s{seed + 1}",
-        lambda: synth_spectra(comb_images, n_val, window=WINDOW, seed=seed + 1,
-                              progress=progress),
+        lambda: synth_spectra(comb_images, n_val, seed=seed + 1, progress=progress),
     )
     model = SpectrumCNN(width)
 
-    def val_accuracy(m: torch.nn.Module) -> float:
+    def val_predictions(m: torch.nn.Module) -> torch.Tensor:
         m.eval()
         with torch.no_grad():
-            logits = torch.cat([
-                m(p, s) for p, s in zip(val["power"].split(512),
-                                        val["noise_estimate"].split(512), strict=True)
+            return torch.cat([
+                m(p, s).argmax(1) for p, s in zip(val["power"].split(512),
+                                                  val["noise_estimate"].split(512), strict=True)
             ])
+
+    def val_accuracy(m: torch.nn.Module) -> float:
+        accuracy = float((val_predictions(m) == val["labels"]).float().mean())
         m.train()
-        return float((logits.argmax(1) == val["labels"]).float().mean())
+        return accuracy
 
     def loss_fn(m: torch.nn.Module, batch: tuple) -> torch.Tensor:
         power, noise, labels = batch
@@ -637,13 +639,7 @@ def train_spectrum_classifier(
         name="spectrum classifier",
     )
     history = trainer.fit(resume=checkpoint_dir is not None)
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([
-            model(p, s).argmax(1) for p, s in zip(val["power"].split(512),
-                                                  val["noise_estimate"].split(512), strict=True)
-        ])
-    metrics = prediction_metrics(pred, val["labels"], val["noise"])
+    metrics = prediction_metrics(val_predictions(model), val["labels"], val["noise"])
     metrics["val_accuracy_per_epoch"] = [
         round(r["val_accuracy"], 4) for r in history if "val_accuracy" in r
     ]
