@@ -293,17 +293,10 @@ def _noisy(blurred: torch.Tensor, seed: int) -> torch.Tensor:
     y = (blurred + NOISE_SIGMA * torch.randn(blurred.shape, generator=g)).clamp(0, 1)
     if JPEG_QUALITY is None:
         return y
-    import io
-
-    from PIL import Image
+    from fastdeblur.io import jpeg_roundtrip
 
     # 8-bit and JPEG, as a camera writes it: what the white-noise model of the checks lacks
-    pixels = (y.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(
-        buffer, format="JPEG", quality=JPEG_QUALITY)
-    decoded = np.asarray(Image.open(buffer), dtype=np.float32) / 255.0
-    return torch.from_numpy(decoded.reshape(pixels.shape)).permute(2, 0, 1)
+    return jpeg_roundtrip(y, JPEG_QUALITY)
 
 
 def synthetic_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:

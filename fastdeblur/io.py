@@ -38,6 +38,7 @@ __all__ = [
     "ImageData",
     "ImageIOError",
     "default_output_path",
+    "jpeg_roundtrip",
     "list_images",
     "read",
     "read_kernel",
@@ -732,6 +733,30 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise ImageIOError(f"{path}: cannot write: {_one_line(error)}") from None
         raise
+
+
+def jpeg_roundtrip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
+    """What saving as an 8-bit JPEG and reading back does to an image (in memory).
+
+    Args:
+        pixels: ``(C, H, W)`` float in [0, 1] (values outside are clipped), C = 1 or 3.
+        quality: JPEG quality, 1..100 (Pillow's encoder, 4:2:0 chroma for colour).
+
+    Returns:
+        ``(C, H, W)`` float32 in [0, 1]: the decoded image.
+    """
+    if not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+    array = _as_hwc(pixels, "pixels")
+    if array.shape[-1] not in (1, 3):
+        raise ValueError(f"pixels must have 1 or 3 channels, got {array.shape[-1]}")
+    values = _quantise(array, 8)
+    buffer = io.BytesIO()
+    Image.fromarray(values[..., 0] if values.shape[-1] == 1 else values).save(
+        buffer, format="JPEG", quality=quality)
+    with Image.open(buffer) as image:
+        decoded = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(decoded.reshape(values.shape).copy()).permute(2, 0, 1).contiguous()
 
 
 # ---------------------------------------------------------------------------

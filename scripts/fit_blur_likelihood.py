@@ -13,6 +13,14 @@ excess, are decided by 2-fold cross-validation by image.
     PYTHONPATH=. python scripts/fit_blur_likelihood.py --images ../shared/data/sharp
 
 writes ``fastdeblur/weights/blur_likelihood.json`` and its model card ``blur_likelihood.md``.
+
+    PYTHONPATH=. python scripts/fit_blur_likelihood.py --images ../shared/data/sharp \
+        --jpeg-quality 60-95
+
+fits the verdict for compressed images the same way, on records whose blurred images were saved
+as 8-bit JPEG of quality uniform in 60..95 and read back, with the spectrum classifier trained on
+JPEG crops (``blur_spectrum_classifier_jpeg.safetensors``); it adds ``combiner_compressed`` to
+the existing ``blur_likelihood.json`` and a section to its card, and leaves the rest as it was.
 """
 
 from __future__ import annotations
@@ -30,20 +38,25 @@ NOISE_LEVELS = (0.0, 0.005, 0.01, 0.02)
 WEIGHTS = Path(__file__).resolve().parents[1] / "fastdeblur" / "weights"
 
 
+CARD_JPEG_HEADING = "## Compressed (JPEG) images"
+
+
 def _records(args: tuple) -> list[dict]:
-    folder, noise, draws, seed, weights = args
+    folder, noise, draws, seed, weights, jpeg = args
     torch.set_num_threads(1)
     from fastdeblur import psf
     from fastdeblur.convolution import convolve
     from fastdeblur.estimate.data import combiner_split, estimator_images
     from fastdeblur.estimate.estimator import (
         SPECTRUM_CLASSIFIER_FILE,
+        SPECTRUM_CLASSIFIER_JPEG_FILE,
         WEIGHTS_DIR,
         BlurEstimator,
         _noise_crop,
     )
     from fastdeblur.estimate.likelihood import fit_likelihood
     from fastdeblur.estimate.patches import estimate_noise
+    from fastdeblur.io import jpeg_roundtrip
     from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, sample_params
 
     train, _, names = estimator_images(folder)
@@ -51,7 +64,8 @@ def _records(args: tuple) -> list[dict]:
     # the classifiers without a verdict: their probabilities are what the combiner weighs
     patch_stage = BlurEstimator.load(weights, likelihood=False)
     patch_stage.spectrum_classifier = BlurEstimator.load_spectrum_classifier(
-        Path(weights or WEIGHTS_DIR) / SPECTRUM_CLASSIFIER_FILE
+        Path(weights or WEIGHTS_DIR)
+        / (SPECTRUM_CLASSIFIER_FILE if jpeg is None else SPECTRUM_CLASSIFIER_JPEG_FILE)
     )
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -63,6 +77,10 @@ def _records(args: tuple) -> list[dict]:
             if noise > 0:
                 y = y + noise * torch.randn(y.shape, generator=g)
             y = y.clamp(0, 1)
+            quality = None
+            if jpeg is not None:
+                quality = int(torch.randint(jpeg[0], jpeg[1] + 1, (), generator=g))
+                y = jpeg_roundtrip(y, quality)
             r = patch_stage.estimate(y, params=False)
             gray = y[0]
             noise_sigma = estimate_noise(_noise_crop(gray))
@@ -73,6 +91,7 @@ def _records(args: tuple) -> list[dict]:
                 "blur_type": t,
                 "params": params,
                 "noise": noise,
+                "jpeg_quality": quality,
                 "patch_probs": [r.probs[k] for k in BLUR_TYPES],
                 "excess": fit.excess().tolist(),
                 "spectrum_probs": None if spec is None else spec.tolist(),
@@ -104,14 +123,24 @@ def main() -> None:
     ap.add_argument("--weights", default=None,
                     help="folder of the classifiers (default: the shipped ones)")
     ap.add_argument("--out", default=str(WEIGHTS))
+    ap.add_argument("--jpeg-quality", default=None, metavar="LO-HI",
+                    help="fit the verdict for compressed images (combiner_compressed) on "
+                    "records saved as JPEG of quality uniform in LO..HI")
     args = ap.parse_args()
+    jpeg = None
+    if args.jpeg_quality is not None:
+        lo, _, hi = args.jpeg_quality.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 100):
+            ap.error(f"--jpeg-quality must be LO-HI with 1 <= LO <= HI <= 100; "
+                     f"got {args.jpeg_quality!r}")
+        jpeg = (int(lo), int(hi))
 
     cache = Path(args.records) if args.records else None
     if cache is not None and cache.is_file():
         recs = json.loads(cache.read_text())
     else:
-        jobs = [(args.images, n, args.draws, 1000 + j, args.weights) for j, n in
-                enumerate(NOISE_LEVELS)]
+        jobs = [(args.images, n, args.draws, 1000 + j + (0 if jpeg is None else 100), args.weights,
+                 jpeg) for j, n in enumerate(NOISE_LEVELS)]
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             recs = [r for part in pool.map(_records, jobs) for r in part]
         if cache is not None:
@@ -164,8 +193,13 @@ def main() -> None:
         "n_records": len(recs),
     }
     command = "PYTHONPATH=. python scripts/fit_blur_likelihood.py" + (
-        " --images ../shared/data/sharp" if args.images else "")
+        " --images ../shared/data/sharp" if args.images else "") + (
+        f" --jpeg-quality {jpeg[0]}-{jpeg[1]}" if jpeg else "")
     out = Path(args.out)
+    if jpeg is not None:
+        _write_compressed(out, comb, use_patch, use_spec, scale, metrics, command, jpeg,
+                          args.draws, sorted(image_ids))
+        return
     payload = {
         "combiner": comb.to_dict(),
         "combiner_without_spectrum": plain.to_dict(),
@@ -178,6 +212,16 @@ def main() -> None:
         "images": sorted(image_ids),
         "metrics": metrics,
     }
+    # the compressed images' verdict is fitted on records of its own: a refit keeps it
+    old_json = out / "blur_likelihood.json"
+    old = json.loads(old_json.read_text()) if old_json.is_file() else {}
+    for key in ("combiner_compressed", "compressed"):
+        if key in old:
+            payload[key] = old[key]
+    old_card = out / "blur_likelihood.md"
+    jpeg_section = ""
+    if old_card.is_file() and CARD_JPEG_HEADING in old_card.read_text():
+        jpeg_section = "\n" + CARD_JPEG_HEADING + old_card.read_text().split(CARD_JPEG_HEADING)[1]
     (out / "blur_likelihood.json").write_text(json.dumps(payload, indent=2) + "\n")
     card = f"""# Blur estimator: image-level likelihood decision
 
@@ -220,8 +264,8 @@ radius 1–10 px), reflect boundary, white noise, clamped to [0, 1], gray.
 {json.dumps(comb.to_dict(), indent=2)}
 ```
 
-Without the spectrum classifier (images smaller than 128×128, and compressed ones: its
-training crops were never JPEG-compressed), {"with" if plain_form[1] else "without"} the patch
+Without the spectrum classifier (images smaller than 128×128; compressed ones too when the
+section below is missing), {"with" if plain_form[1] else "without"} the patch
 classifier, excess {plain_form[0]} (the best such form by the same cross-validation):
 
 ```
@@ -230,8 +274,57 @@ classifier, excess {plain_form[0]} (the best such form by the same cross-validat
 
 Fitted {datetime.date.today().isoformat()} with torch {torch.__version__} on {platform.machine()}.
 """
-    (out / "blur_likelihood.md").write_text(card)
+    (out / "blur_likelihood.md").write_text(card + jpeg_section)
     print(json.dumps(payload, indent=2))
+
+
+def _write_compressed(out: Path, comb, use_patch: bool, use_spec: bool, scale: str,
+                      metrics: dict, command: str, jpeg: tuple[int, int], draws: int,
+                      images: list[str]) -> None:
+    """Add the compressed images' verdict to ``blur_likelihood.json`` and its card."""
+    path = out / "blur_likelihood.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: fit the uncompressed verdict first (without --jpeg-quality)")
+    payload = json.loads(path.read_text())
+    payload["combiner_compressed"] = comb.to_dict()
+    payload["compressed"] = {
+        "jpeg_quality": list(jpeg),
+        "uses_patch_classifier": use_patch,
+        "uses_spectrum_classifier": use_spec,
+        "excess_scale": scale,
+        "command": command,
+        "draws": draws,
+        "metrics": metrics,
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    card_path = out / "blur_likelihood.md"
+    card = card_path.read_text().split(CARD_JPEG_HEADING)[0].rstrip("\n")
+    section = f"""
+
+{CARD_JPEG_HEADING}
+
+`combiner_compressed`, used by `estimate(..., compressed=True)` (the CLI sets it for JPEG files).
+Fitted the same way on {metrics["n_records"]} records of the same {len(images)} images ({draws}
+draws per type and noise level), each blurred image saved as 8-bit gray JPEG of quality uniform
+in {jpeg[0]}–{jpeg[1]} (Pillow) and read back; the spectrum classifier here is the one trained
+on JPEG crops (`blur_spectrum_classifier_jpeg.md`). Form chosen by 2-fold cross-validation by
+image: excess {scale}{", patches" if use_patch else ""}{", spectrum" if use_spec else ""}.
+
+```
+{command}
+```
+
+| metric | value |
+|---|---|
+""" + "\n".join(f"| {k} | {v if not isinstance(v, float) else round(v, 4)} |"
+                for k, v in metrics.items()) + f"""
+
+```
+{json.dumps(comb.to_dict(), indent=2)}
+```
+"""
+    card_path.write_text(card + section)
+    print(json.dumps(payload["compressed"], indent=2))
 
 
 if __name__ == "__main__":

@@ -120,7 +120,29 @@ def test_classify_errors_are_one_line(tmp_path: Path, tiny_weights: Path) -> Non
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     r = runner.invoke(app, ["classify", str(bad), "--weights", str(tiny_weights)])
-    assert r.exit_code == 1 and "cannot read image" in r.output
+    assert r.exit_code == 1 and "not an image file" in r.output
+
+
+def test_classify_map_is_never_overwritten_without_force(
+    tmp_path: Path, tiny_weights: Path
+) -> None:
+    """An existing map is refused before any image is read (and kept byte for byte); --force
+    replaces it; a map suffix that is not an image format is refused."""
+    a = _image(tmp_path / "a.png")
+    out = tmp_path / "map.png"
+    out.write_bytes(b"keep me")
+    args = ["classify", str(a), "--map", str(out), "--weights", str(tiny_weights)]
+    r = runner.invoke(_app(), args)
+    assert r.exit_code == 1 and "exists; overwrite with --force" in r.output
+    assert out.read_bytes() == b"keep me" and "Traceback" not in r.output
+    r = runner.invoke(_app(), [*args, "--force"])
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as im:
+        assert im.size == (96, 64)
+    r = runner.invoke(_app(), ["classify", str(a), "--map", str(tmp_path / "m.txt"),
+                               "--weights", str(tiny_weights)])
+    assert r.exit_code == 1 and "the map is an image" in r.output
+    assert not (tmp_path / "m.txt").exists()
 
 
 @pytest.mark.slow

@@ -454,3 +454,22 @@ def test_read_kernel_shared_levin(shared_data: Path) -> None:
     k = fio.read_kernel(f"{shared_data / 'kernels' / 'levin09.npz'}:k1")
     assert k.shape[0] % 2 == 1 and k.shape[1] % 2 == 1
     assert k.sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_roundtrip_is_what_a_jpeg_file_holds(tmp_path: Path, channels: int) -> None:
+    """In-memory JPEG equals writing the file and reading it back."""
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(channels, 40, 56, generator=g)
+    pixels = torch.nn.functional.avg_pool2d(pixels[None], 3, 1, 1)[0]  # JPEG-friendly
+    out = fio.jpeg_roundtrip(pixels, 80)
+    assert out.shape == pixels.shape and out.dtype == torch.float32
+    on_disk = fio.read(fio.write(tmp_path / "a.jpg", pixels, quality=80)).pixels
+    torch.testing.assert_close(out, on_disk, atol=0, rtol=0)
+    assert 0 < float((out - pixels).abs().mean()) < 0.05
+    assert float((fio.jpeg_roundtrip(pixels, 95) - pixels).abs().mean()) < float(
+        (fio.jpeg_roundtrip(pixels, 30) - pixels).abs().mean())
+    with pytest.raises(ValueError, match="quality"):
+        fio.jpeg_roundtrip(pixels, 0)
+    with pytest.raises(ValueError, match="channels"):
+        fio.jpeg_roundtrip(torch.rand(2, 8, 8), 90)

@@ -227,3 +227,81 @@ def test_deblur_and_classify_pass_compressed_on(tmp_path: Path, monkeypatch) -> 
                             "--json"])
     assert r.exit_code == 0, r.output
     assert seen == [True, False]
+
+
+def test_synth_spectra_jpeg_compresses_every_crop() -> None:
+    images = [im for im in load_images(None, gray=True) if min(im.shape[-2:]) >= 420][:2]
+    plain = synth_spectra(images, 6, seed=3)
+    jpeg = synth_spectra(images, 6, seed=3, jpeg_quality=(60, 70))
+    assert jpeg["labels"].tolist() == plain["labels"].tolist()
+    assert jpeg["params"] == plain["params"]
+    # JPEG quantises the noise's high frequencies away (and, on a noise-free crop, adds its
+    # own 8-bit and block errors above the numerical zero)
+    top = (slice(None), slice(48, 80), slice(48, None))
+    high_jpeg, high_plain = jpeg["power"][top].mean((1, 2)), plain["power"][top].mean((1, 2))
+    noisy = plain["noise"] > 0
+    assert bool(noisy.any()) and bool((~noisy).any())
+    assert bool((high_jpeg[noisy] < high_plain[noisy]).all())
+    assert bool((high_jpeg[~noisy] > high_plain[~noisy]).all())
+    torch.testing.assert_close(synth_spectra(images, 6, seed=3, jpeg_quality=(60, 70))["power"],
+                               jpeg["power"])
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        synth_spectra(images, 3, jpeg_quality=(90, 80))
+
+
+def _tiny_spectrum_cnn(seed: int) -> SpectrumCNN:
+    torch.manual_seed(seed)
+    return SpectrumCNN(width=4).eval()
+
+
+def test_compressed_images_use_the_jpeg_classifier_and_combiner() -> None:
+    """With a compressed combiner and a JPEG spectrum classifier, ``compressed=True`` takes the
+    verdict from them; uncompressed images keep the main pair."""
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+
+    est = BlurEstimator.load()
+    main_spec, jpeg_spec = _tiny_spectrum_cnn(0), _tiny_spectrum_cnn(1)
+    main = lk.Combiner(w_spec=1.0)
+    compressed = lk.Combiner(w_patch=0.5, w_spec=2.0)
+    mixed = BlurEstimator(est.classifier, est.grnns, combiner=main, spectrum_classifier=main_spec,
+                          compressed_combiner=compressed, jpeg_spectrum_classifier=jpeg_spec)
+    image = load_images(None, gray=True)[0][:, :200, :200]
+    kernel = psf.from_params("defocus", {"radius": 3.0}, dtype=torch.float32)
+    y = convolve(image[None], kernel, boundary="reflect")[0]
+    r = mixed.estimate(y, compressed=True)
+    lik_fit = lk.fit_likelihood(y[0], r.noise_sigma)
+    expected_spec = mixed.spectrum_probs(y[0], r.noise_sigma, compressed=True)
+    torch.testing.assert_close(torch.tensor(list(r.spectrum_probs.values())), expected_spec)
+    patch = torch.tensor([r.patch_probs[t] for t in ("gaussian", "motion", "defocus")])
+    torch.testing.assert_close(
+        torch.tensor(list(r.probs.values()), dtype=torch.float64),
+        compressed.posterior(patch, lik_fit.excess(), expected_spec), atol=1e-5, rtol=0)
+    clean = mixed.estimate(y)
+    torch.testing.assert_close(torch.tensor(list(clean.spectrum_probs.values())),
+                               mixed.spectrum_probs(y[0], clean.noise_sigma))
+    assert not torch.allclose(expected_spec, mixed.spectrum_probs(y[0], r.noise_sigma))
+    with pytest.raises(ValueError, match="jpeg_spectrum_classifier"):
+        BlurEstimator(est.classifier, est.grnns, combiner=main, spectrum_classifier=main_spec,
+                      compressed_combiner=compressed)
+
+
+@pytest.mark.slow
+def test_train_spectrum_jpeg_tiny(tmp_path: Path) -> None:
+    from fastdeblur.estimate.estimator import SPECTRUM_CLASSIFIER_JPEG_FILE
+
+    out = tmp_path / "w"
+    r = runner.invoke(
+        _app(),
+        ["train", "spectrum", "--output", str(out), "--crops", "6", "--val-crops", "3",
+         "--epochs", "1", "--width", "4", "--jpeg-quality", "70-90"],
+    )
+    assert r.exit_code == 0, r.output
+    assert (out / SPECTRUM_CLASSIFIER_JPEG_FILE).is_file()
+    assert not (out / SPECTRUM_CLASSIFIER_FILE).exists()
+    card = (out / SPECTRUM_CLASSIFIER_JPEG_FILE).with_suffix(".md").read_text()
+    assert "JPEG" in card
+    for bad in ("90-70", "x-90", "0-50", "95"):
+        r = runner.invoke(_app(), ["train", "spectrum", "--jpeg-quality", bad,
+                                   "--output", str(out)])
+        assert r.exit_code == 1 and "--jpeg-quality" in r.output, bad

@@ -12,26 +12,6 @@ import typer
 from fastdeblur.cli._common import CLIError, cli_errors, console
 
 
-def read_image(path: Path) -> tuple[torch.Tensor, str | None]:
-    """An image file as float ``(C, H, W)`` in [0, 1] (8- or 16-bit; alpha dropped) and its
-    format (PIL's name: ``"JPEG"``, ``"PNG"``, ...)."""
-    from PIL import Image
-
-    if not path.is_file():
-        raise CLIError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            fmt = im.format
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-            else:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot read image ({exc})") from None
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    return (t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()), fmt
-
-
 def _map_path(map_option: Path, image: Path, many: bool) -> Path:
     """``--map`` as given for one image; ``<stem>.<image stem>.png`` beside it for several."""
     if not many:
@@ -59,19 +39,35 @@ def register(app: typer.Typer) -> None:
         types_only: bool = typer.Option(
             False, "--types-only", help="Classify only (skip the parameter regression)."
         ),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing --map files."),
+        allow_huge: bool = typer.Option(
+            False, "--allow-huge", help="Lift the decompression-bomb limit on input size."
+        ),
     ) -> None:
         """Estimate how each image is blurred: type (gaussian, motion, defocus), parameters,
         confidence."""
+        from fastdeblur import io
         from fastdeblur.estimate import BlurEstimator
 
         if stride is not None and stride < 1:
             raise CLIError(f"--stride must be >= 1; got {stride}")
+        map_paths = {}
+        if map_png is not None:
+            map_paths = {path: _map_path(map_png, path, len(images) > 1) for path in images}
+            if map_png.suffix.lower() not in io.SUPPORTED_SUFFIXES:
+                raise CLIError(f"{map_png}: the map is an image; use one of "
+                               f"{', '.join(io.SUPPORTED_SUFFIXES)}")
+            # Refused before any work: a run never stops half-way over an existing map.
+            existing = [str(m) for m in map_paths.values() if m.exists()]
+            if existing and not force:
+                raise CLIError(f"{existing[0]}: exists; overwrite with --force")
         estimator = BlurEstimator.load(weights, with_grnn=not types_only)
         for path in images:
-            image, fmt = read_image(path)
+            data = io.read(path, allow_huge=allow_huge)
+            image = data.pixels
             # JPEG: the verdict leaves out the spectrum classifier (never trained on JPEGs)
             result = estimator.estimate(image, stride=stride, params=not types_only,
-                                        compressed=fmt == "JPEG")
+                                        compressed=data.format == "JPEG")
             record = {
                 "file": str(path),
                 "blur_type": result.blur_type,
@@ -92,7 +88,8 @@ def register(app: typer.Typer) -> None:
             if map_png is not None:
                 from fastdeblur.estimate.overlay import render_map
 
-                out = _map_path(map_png, path, len(images) > 1)
-                render_map(image, result.map).save(out)
+                out = map_paths[path]
+                overlay = torch.from_numpy(np.asarray(render_map(image, result.map)).copy())
+                io.write(out, overlay.permute(2, 0, 1).float() / 255, source=path, force=force)
                 if not as_json:
                     console.print(f"  wrote {out}", highlight=False)

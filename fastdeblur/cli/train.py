@@ -171,9 +171,22 @@ def register(app: typer.Typer) -> None:
         checkpoints: Path = typer.Option(
             None, "--checkpoints", help="Checkpoint folder (resumes from it when it exists)."
         ),
+        jpeg_quality: str = typer.Option(
+            None, "--jpeg-quality", metavar="LO-HI",
+            help="JPEG-compress every crop at a quality in LO..HI (shipped: 60-95); writes the "
+            "classifier for compressed images, blur_spectrum_classifier_jpeg.safetensors.",
+        ),
     ) -> None:
         """Train the image-level blur-type classifier on Welch power spectra."""
         from fastdeblur.estimate.training import train_spectrum_classifier
+
+        jpeg = None
+        if jpeg_quality is not None:
+            lo, _, hi = jpeg_quality.partition("-")
+            if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 100):
+                raise CLIError(f"--jpeg-quality must be LO-HI with 1 <= LO <= HI <= 100; "
+                               f"got {jpeg_quality!r}")
+            jpeg = (int(lo), int(hi))
 
         if n_train < 3 or n_val < 3:
             raise CLIError("--crops and --val-crops must be >= 3")
@@ -193,6 +206,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             cache_dir=cache,
             checkpoint_dir=checkpoints,
+            jpeg_quality=jpeg,
         )
         console.print(
             f"validation accuracy {metrics['val_accuracy']:.4f}; wrote {metrics['weights_file']}"

@@ -232,6 +232,7 @@ def synth_spectra(
     seed: int = 0,
     noise_sigma: tuple[float, float] = (0.0, 0.02),
     clean_fraction: float = 0.2,
+    jpeg_quality: tuple[int, int] | None = None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor | list]:
     """``n`` uniformly blurred ``window``×``window`` crops (types balanced, parameters uniform
@@ -245,14 +246,22 @@ def synth_spectra(
     half-plane spectrum cannot be transposed afterwards; mirroring is done at training time).
     Images smaller than the window plus the largest kernel are skipped.
 
+    With ``jpeg_quality = (lo, hi)`` every crop is then saved as an 8-bit JPEG of quality
+    uniform in ``lo..hi`` and read back (:func:`fastdeblur.io.jpeg_roundtrip`), as a camera or
+    a web page stores a photo; the noise is estimated on the decoded crop, as on a real JPEG.
+
     Returns:
         ``{"power": (n, 128, 65) float32, "noise_estimate": (n,), "noise": (n,),
         "labels": (n,) int64, "params": list of dicts}``.
     """
     from fastdeblur.estimate.likelihood import tile_spectrum
     from fastdeblur.estimate.patches import estimate_noise
+    from fastdeblur.io import jpeg_roundtrip
     from fastdeblur.synth import DEFAULT_RANGES, kernel_radius
 
+    if jpeg_quality is not None and not 1 <= jpeg_quality[0] <= jpeg_quality[1] <= 100:
+        raise ValueError(f"jpeg_quality must be (lo, hi) with 1 <= lo <= hi <= 100; "
+                         f"got {jpeg_quality}")
     margin = max(kernel_radius(t, {k: hi for k, (_, hi) in DEFAULT_RANGES[t].items()})
                  for t in DEFAULT_RANGES)
     large = [im for im in images if min(im.shape[-2:]) >= window + 2 * margin]
@@ -273,6 +282,10 @@ def synth_spectra(
             for i in range(count):
                 item = ds[i]
                 y = item["blurred"][0].clamp(0, 1)
+                if jpeg_quality is not None:
+                    q = int(torch.randint(jpeg_quality[0], jpeg_quality[1] + 1, (),
+                                          generator=g))
+                    y = jpeg_roundtrip(y[None], q)[0]
                 if bool(torch.randint(2, (), generator=g)):
                     y = y.t()
                 power, _ = tile_spectrum(y, TILE)

@@ -60,6 +60,7 @@ PAPER_CLASSIFIER_FILE = "blur_classifier_paper.safetensors"
 GRNN_MANIFEST = "blur_grnn.json"
 LIKELIHOOD_FILE = "blur_likelihood.json"
 SPECTRUM_CLASSIFIER_FILE = "blur_spectrum_classifier.safetensors"
+SPECTRUM_CLASSIFIER_JPEG_FILE = "blur_spectrum_classifier_jpeg.safetensors"
 PARAM_NAMES: dict[str, tuple[str, ...]] = {
     "gaussian": ("sigma",),
     "motion": ("length", "angle"),
@@ -168,8 +169,13 @@ class BlurEstimator:
         spectrum_classifier: The image-level :class:`~fastdeblur.estimate.spectrum.SpectrumCNN`,
             needed when the combiner weighs it.
         plain_combiner: The verdict without the spectrum classifier (patches + likelihood),
-            for images smaller than its tile and compressed ones (``compressed=True``); default
-            ``combiner`` with its spectrum weight set to 0.
+            for images smaller than its tile, and for compressed ones (``compressed=True``)
+            when there is no ``compressed_combiner``; default ``combiner`` with its spectrum
+            weight set to 0.
+        compressed_combiner: The verdict for compressed (JPEG) images, fitted on
+            JPEG-compressed records; optional.
+        jpeg_spectrum_classifier: The spectrum classifier trained on JPEG-compressed crops,
+            needed when ``compressed_combiner`` weighs it.
     """
 
     def __init__(
@@ -181,6 +187,8 @@ class BlurEstimator:
         combiner: Any | None = None,
         spectrum_classifier: Any | None = None,
         plain_combiner: Any | None = None,
+        compressed_combiner: Any | None = None,
+        jpeg_spectrum_classifier: Any | None = None,
     ) -> None:
         if grnn_feature not in feats.FEATURE_KINDS:
             kinds = ", ".join(feats.FEATURE_KINDS)
@@ -199,6 +207,13 @@ class BlurEstimator:
         if plain_combiner is not None and plain_combiner.w_spec != 0:
             raise ValueError("plain_combiner must not weigh the spectrum classifier (w_spec 0)")
         self._plain_combiner = plain_combiner
+        self.compressed_combiner = compressed_combiner
+        self.jpeg_spectrum_classifier = None if jpeg_spectrum_classifier is None else (
+            jpeg_spectrum_classifier.eval())
+        if (compressed_combiner is not None and compressed_combiner.w_spec != 0
+                and jpeg_spectrum_classifier is None):
+            raise ValueError("the compressed combiner weighs a spectrum classifier: give "
+                             "jpeg_spectrum_classifier")
 
     @property
     def plain_combiner(self) -> Any | None:
@@ -269,6 +284,8 @@ class BlurEstimator:
         combiner = None
         plain = None
         spectrum = None
+        compressed = None
+        jpeg_spectrum = None
         lik_path = folder / LIKELIHOOD_FILE
         if likelihood and not paper and lik_path.is_file():
             from fastdeblur.estimate.likelihood import Combiner
@@ -279,7 +296,14 @@ class BlurEstimator:
                 plain = Combiner.from_dict(info["combiner_without_spectrum"])
             if combiner.w_spec != 0:
                 spectrum = cls.load_spectrum_classifier(folder / SPECTRUM_CLASSIFIER_FILE)
-        return cls(classifier, grnns, feature, image_grnns, combiner, spectrum, plain)
+            if "combiner_compressed" in info:
+                compressed = Combiner.from_dict(info["combiner_compressed"])
+                if compressed.w_spec != 0:
+                    jpeg_spectrum = cls.load_spectrum_classifier(
+                        folder / SPECTRUM_CLASSIFIER_JPEG_FILE
+                    )
+        return cls(classifier, grnns, feature, image_grnns, combiner, spectrum, plain,
+                   compressed, jpeg_spectrum)
 
     @staticmethod
     def load_spectrum_classifier(path: str | Path):
@@ -358,9 +382,10 @@ class BlurEstimator:
                 ``max_patches`` patches).
             max_patches: Upper bound on the number of patches classified.
             params: Also regress the parameters (needs the GRNNs).
-            compressed: The image was lossily compressed (JPEG): the verdict then leaves out
-                the spectrum classifier, which never saw compressed spectra in training (on
-                held-out JPEGs it read motion and defocus as Gaussian).
+            compressed: The image was lossily compressed (JPEG): the verdict is then the
+                compressed combiner's, with the spectrum classifier trained on JPEG crops (the
+                one trained on clean crops read motion and defocus JPEGs as Gaussian); without
+                a compressed combiner, the verdict leaves the spectrum classifier out.
 
         Returns:
             A :class:`BlurEstimate`.
@@ -408,10 +433,12 @@ class BlurEstimator:
             from fastdeblur.estimate.likelihood import fit_likelihood
 
             lik = fit_likelihood(clean_gray, noise)
+            if compressed:
+                combiner = self.compressed_combiner or self.plain_combiner
             if combiner.w_spec != 0:
-                if not compressed:
-                    spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum)
-                if spec_probs is None:  # compressed, or smaller than one tile
+                spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum,
+                                                 compressed=compressed)
+                if spec_probs is None:  # smaller than one tile
                     combiner = self.plain_combiner
             final_probs = combiner.posterior(mean_probs, lik.excess(), spec_probs).float()
         verdict = int(final_probs.argmax())
@@ -489,17 +516,22 @@ class BlurEstimator:
         )
 
     def spectrum_probs(
-        self, gray: torch.Tensor, noise_sigma: float, spectrum: torch.Tensor | None = None
+        self,
+        gray: torch.Tensor,
+        noise_sigma: float,
+        spectrum: torch.Tensor | None = None,
+        *,
+        compressed: bool = False,
     ) -> torch.Tensor | None:
         """The spectrum classifier's ``(3,)`` class probabilities of a gray ``(H, W)`` image, or
         ``None`` without a classifier or when the image is smaller than one tile.
 
         ``spectrum``: the image's Welch spectrum when already computed (the likelihood fit's,
         :attr:`~fastdeblur.estimate.likelihood.LikelihoodFit.spectrum`); used when its tile is
-        the classifier's."""
+        the classifier's. ``compressed``: use the classifier trained on JPEG crops."""
         from fastdeblur.estimate.likelihood import tile_spectrum
 
-        model = self.spectrum_classifier
+        model = self.jpeg_spectrum_classifier if compressed else self.spectrum_classifier
         if model is None or min(gray.shape) < model.tile:
             return None
         if spectrum is not None and spectrum.shape == (model.tile, model.tile // 2 + 1):

@@ -564,10 +564,16 @@ def train_spectrum_classifier(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
+    jpeg_quality: tuple[int, int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Synthesise blurred crops, train :class:`~fastdeblur.estimate.spectrum.SpectrumCNN` and
     write ``blur_spectrum_classifier.safetensors`` and its model card into ``out_dir``.
+
+    With ``jpeg_quality = (lo, hi)`` every crop is JPEG-compressed at a quality uniform in
+    ``lo..hi`` (:func:`~fastdeblur.estimate.data.synth_spectra`) and the network is written as
+    ``blur_spectrum_classifier_jpeg.safetensors``: the classifier the estimator uses for
+    compressed images (``estimate(..., compressed=True)``).
 
     The estimator's training images (:func:`estimator_images`) are split once more
     (:func:`~fastdeblur.estimate.data.combiner_split`): the network trains on 80 % of them, and
@@ -581,7 +587,10 @@ def train_spectrum_classifier(
     import torch.nn.functional as F
 
     from fastdeblur.estimate.data import combiner_split, synth_spectra
-    from fastdeblur.estimate.estimator import SPECTRUM_CLASSIFIER_FILE
+    from fastdeblur.estimate.estimator import (
+        SPECTRUM_CLASSIFIER_FILE,
+        SPECTRUM_CLASSIFIER_JPEG_FILE,
+    )
     from fastdeblur.estimate.spectrum import WINDOW, SpectrumCNN, mirror_spectrum
     from fastdeblur.train import Trainer
 
@@ -591,13 +600,17 @@ def train_spectrum_classifier(
     train_images, _, names = estimator_images(images, seed=seed)
     spec_images, comb_images, split = combiner_split(train_images, names["train"])
     tag = "shared" if images is not None else "skimage"
+    if jpeg_quality is not None:
+        tag += f"_jpeg{jpeg_quality[0]}-{jpeg_quality[1]}"
     train = cached_patches(
         cache_dir, f"{tag}_spectra_{n_train}_s{seed}",
-        lambda: synth_spectra(spec_images, n_train, seed=seed, progress=progress),
+        lambda: synth_spectra(spec_images, n_train, seed=seed, jpeg_quality=jpeg_quality,
+                              progress=progress),
     )
     val = cached_patches(
         cache_dir, f"{tag}_spectra_val_{n_val}_s{seed + 1}",
-        lambda: synth_spectra(comb_images, n_val, seed=seed + 1, progress=progress),
+        lambda: synth_spectra(comb_images, n_val, seed=seed + 1, jpeg_quality=jpeg_quality,
+                              progress=progress),
     )
     model = SpectrumCNN(width)
 
@@ -643,19 +656,34 @@ def train_spectrum_classifier(
     metrics["val_accuracy_per_epoch"] = [
         round(r["val_accuracy"], 4) for r in history if "val_accuracy" in r
     ]
-    out = Path(out_dir) / SPECTRUM_CLASSIFIER_FILE
-    export_safetensors(model, out, metadata={"arch": "spectrum_cnn", "width": width,
-                                             "tile": model.tile, "classes": list(BLUR_TYPES)})
+    jpeg_text = (
+        "" if jpeg_quality is None else
+        f"; then saved as 8-bit gray JPEG of quality uniform in {jpeg_quality[0]}–"
+        f"{jpeg_quality[1]} (Pillow) and read back"
+    )
+    out = Path(out_dir) / (
+        SPECTRUM_CLASSIFIER_FILE if jpeg_quality is None else SPECTRUM_CLASSIFIER_JPEG_FILE
+    )
+    export_safetensors(model, out, metadata={
+        "arch": "spectrum_cnn", "width": width, "tile": model.tile, "classes": list(BLUR_TYPES),
+        "jpeg_quality": list(jpeg_quality) if jpeg_quality is not None else None,
+    })
     write_model_card(
         out,
-        title="Image-level blur-type classifier on the Welch power spectrum",
+        title="Image-level blur-type classifier on the Welch power spectrum"
+        + ("" if jpeg_quality is None else ", for JPEG-compressed images"),
         description=(
             "Classifies a uniformly blurred gray image as Gaussian, motion or defocus blur from "
             "the Welch power spectrum of its most textured 128×128 tiles "
             "(`fastdeblur.estimate.likelihood.tile_spectrum`) and its noise level. Model: "
             "`fastdeblur.estimate.spectrum.SpectrumCNN`; its probabilities join the likelihood "
             "stage's verdict (`blur_likelihood.json`). Loaded by "
-            "`fastdeblur.estimate.BlurEstimator.load`."
+            "`fastdeblur.estimate.BlurEstimator.load`"
+            + (
+                "." if jpeg_quality is None else
+                "; used for compressed (JPEG) images, `estimate(..., compressed=True)` (the "
+                "CLI sets it for JPEG files), with the combiner `combiner_compressed`."
+            )
         ),
         data=(
             f"The estimator's training images (`{_shown_path(str(images))}` and the photos inside "
@@ -667,8 +695,8 @@ def train_spectrum_classifier(
             f"{WINDOW}×{WINDOW} (images smaller than that plus the largest kernel are skipped), "
             "blurred uniformly (reflect boundary) with parameters drawn uniformly: Gaussian σ "
             "0.5–5 px; motion length 3–31 px, angle 0–180°; defocus radius 1–10 px; white noise "
-            "σn uniform in 0–0.02 on 80 % of the crops, none on 20 %; clamped to [0, 1]; "
-            "transposed at random."
+            "σn uniform in 0–0.02 on 80 % of the crops, none on 20 %; clamped to [0, 1]"
+            f"{jpeg_text}; transposed at random."
             if images is not None else "The photos inside `skimage.data`."
         ),
         command=command_line(),
