@@ -25,6 +25,14 @@ Speed: ``fastdeblur.estimate`` on a 1024×768 RGB image (median of 5 runs).
 writes ``bench/results/estimation.json``. On two cores the noise levels can run in two processes
 (``--noise 0 0.005 --out a.json`` and ``--noise 0.01 0.02 --no-speed --out b.json``), joined by
 ``--merge a.json b.json``.
+
+Compressed images: ``--jpeg Q`` saves every blurred noisy image as an 8-bit JPEG of quality Q and
+reads it back (:func:`fastdeblur.io.jpeg_roundtrip`) before ``estimate(..., compressed=True)``
+(what the CLI does for a JPEG file); the blurs are those of the uncompressed run. Only the
+image-level numbers are measured, for the shipped estimator and, under ``without_jpeg_verdict``
+on the same images, for the verdict without the compressed combiner and the JPEG spectrum
+classifier (patches + likelihood only: the verdict for compressed images before they existed).
+Default output ``bench/results/estimation_jpeg<Q>.json``.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from fastdeblur.estimate.data import estimator_images, synth_patches
 from fastdeblur.estimate.estimator import BlurEstimator
 from fastdeblur.estimate.patches import texture_threshold
 from fastdeblur.estimate.training import _shown_path
+from fastdeblur.io import jpeg_roundtrip
 from fastdeblur.synth import BLUR_TYPES, DEFAULT_RANGES, SIZE_PARAM, sample_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,7 +138,8 @@ def _size_bin(blur_type: str, params: dict) -> str:
     return next((key for key, _, high in thirds if size <= high), thirds[-1][0])
 
 
-def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1) -> dict:
+def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1,
+                jpeg: int | None = None) -> dict:
     g = torch.Generator().manual_seed(seed)
     correct, total = 0, 0
     errors: dict[str, list[float]] = {}
@@ -145,7 +155,10 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
             y = convolve(image[None], kernel, boundary="reflect")[0]
             if noise > 0:
                 y = y + noise * torch.randn(y.shape, generator=g)
-            r = est.estimate(y.clamp(0, 1))
+            y = y.clamp(0, 1)
+            if jpeg is not None:
+                y = jpeg_roundtrip(y, jpeg)
+            r = est.estimate(y, compressed=jpeg is not None)
             total += 1
             correct += r.blur_type == t
             confidences.append(r.confidence)
@@ -226,13 +239,22 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=None, help="use the first N images only")
     ap.add_argument("--draws", type=int, default=3,
                     help="blurred versions of each image per blur type (image-level numbers)")
-    ap.add_argument("--out", default=str(RESULTS / "estimation.json"))
+    ap.add_argument("--out", default=None,
+                    help="results file (default bench/results/estimation.json, or "
+                    "estimation_jpeg<Q>.json with --jpeg)")
+    ap.add_argument("--jpeg", type=int, default=None, metavar="Q",
+                    help="JPEG-compress the blurred images at quality Q (image-level only)")
     ap.add_argument("--no-paper", action="store_true", help="skip the paper configuration")
     ap.add_argument("--noise", type=float, nargs="+", default=list(NOISE_LEVELS))
     ap.add_argument("--no-speed", action="store_true", help="skip the timing")
     ap.add_argument("--merge", nargs="+", default=None, help="join partial result files")
     ap.add_argument("--speed-only", action="store_true", help="time only; update --out in place")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = str(RESULTS / ("estimation.json" if args.jpeg is None
+                                  else f"estimation_jpeg{args.jpeg}.json"))
+    if args.jpeg is not None and not 1 <= args.jpeg <= 100:
+        ap.error(f"--jpeg must be a quality in 1..100; got {args.jpeg}")
     if args.speed_only:
         out = Path(args.out)
         result = json.loads(out.read_text()) if out.is_file() else {}
@@ -273,6 +295,11 @@ def main() -> None:
 
     est = BlurEstimator.load(args.weights)
     paper = BlurEstimator.load(args.weights, paper=True)
+    if args.jpeg is not None:
+        # the same-run baseline: the compressed images' verdict without its own combiner and
+        # JPEG spectrum classifier (the estimator then falls back to patches + likelihood)
+        paper = BlurEstimator.load(args.weights)
+        paper.compressed_combiner = None
     _, val_images, names = estimator_images(args.images)
     if args.max_images:
         val_images = val_images[: args.max_images]
@@ -281,10 +308,13 @@ def main() -> None:
         j = NOISE_LEVELS.index(noise) if noise in NOISE_LEVELS else len(NOISE_LEVELS)
         t0 = time.perf_counter()
         row = {"noise_sigma": noise}
-        row |= patch_accuracy(est, val_images, noise, args.patches, seed=100 + j)
-        row |= image_level(est, val_images, noise, seed=200 + j, draws=args.draws)
+        if args.jpeg is None:
+            row |= patch_accuracy(est, val_images, noise, args.patches, seed=100 + j)
+        row |= image_level(est, val_images, noise, seed=200 + j, draws=args.draws, jpeg=args.jpeg)
         if not args.no_paper:
-            row["paper"] = image_level(paper, val_images, noise, seed=200 + j, draws=args.draws)
+            key = "paper" if args.jpeg is None else "without_jpeg_verdict"
+            row[key] = image_level(paper, val_images, noise, seed=200 + j, draws=args.draws,
+                                   jpeg=args.jpeg)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -296,13 +326,14 @@ def main() -> None:
         + (f" --noise {' '.join(f'{n:g}' for n in args.noise)}"
            if tuple(args.noise) != NOISE_LEVELS else "")
         + (f" --draws {args.draws}" if args.draws != 3 else "")
+        + (f" --jpeg {args.jpeg}" if args.jpeg is not None else "")
         + (" --no-speed" if args.no_speed else ""),
         "held_out_images": names["val"][: len(val_images)],
         "protocol": __doc__.split("Speed:")[0].strip(),
         "texture_threshold": f"{texture_threshold(0.0):g} + 2.5 sigma_n^2",
         "targets": TARGETS,
         "by_noise": rows,
-        "speed_estimate_1024x768_rgb": None if args.no_speed else speed(est, paper),
+        "speed_estimate_1024x768_rgb": None if args.no_speed or args.jpeg else speed(est, paper),
         "paper": PAPER_NOTE,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ __all__ = [
     "ImageData",
     "ImageIOError",
     "default_output_path",
+    "jpeg_quality_range",
     "jpeg_roundtrip",
     "list_images",
     "read",
@@ -733,6 +734,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise ImageIOError(f"{path}: cannot write: {_one_line(error)}") from None
         raise
+
+
+def jpeg_quality_range(text: str) -> tuple[int, int]:
+    """``"60-95"`` -> ``(60, 95)``: a range of JPEG qualities as the commands take it.
+
+    Raises:
+        ValueError: not ``LO-HI`` with ``1 <= LO <= HI <= 100``.
+    """
+    lo, _, hi = text.partition("-")
+    if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 100):
+        raise ValueError(f"a JPEG quality range is LO-HI with 1 <= LO <= HI <= 100; got {text!r}")
+    return int(lo), int(hi)
 
 
 def jpeg_roundtrip(pixels: torch.Tensor, quality: int) -> torch.Tensor:

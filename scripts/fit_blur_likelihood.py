@@ -127,13 +127,12 @@ def main() -> None:
                     help="fit the verdict for compressed images (combiner_compressed) on "
                     "records saved as JPEG of quality uniform in LO..HI")
     args = ap.parse_args()
-    jpeg = None
-    if args.jpeg_quality is not None:
-        lo, _, hi = args.jpeg_quality.partition("-")
-        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 100):
-            ap.error(f"--jpeg-quality must be LO-HI with 1 <= LO <= HI <= 100; "
-                     f"got {args.jpeg_quality!r}")
-        jpeg = (int(lo), int(hi))
+    from fastdeblur.io import jpeg_quality_range
+
+    try:
+        jpeg = None if args.jpeg_quality is None else jpeg_quality_range(args.jpeg_quality)
+    except ValueError as exc:
+        ap.error(f"--jpeg-quality: {exc}")
 
     cache = Path(args.records) if args.records else None
     if cache is not None and cache.is_file():
@@ -253,10 +252,7 @@ radius 1–10 px), reflect boundary, white noise, clamped to [0, 1], gray.
 
 ## Metrics (training records; held-out numbers are in `bench/results/estimation.json`)
 
-| metric | value |
-|---|---|
-""" + "\n".join(f"| {k} | {v if not isinstance(v, float) else round(v, 4)} |"
-                for k, v in metrics.items()) + f"""
+""" + _metrics_table(metrics) + f"""
 
 ## Weights
 
@@ -276,6 +272,12 @@ Fitted {datetime.date.today().isoformat()} with torch {torch.__version__} on {pl
 """
     (out / "blur_likelihood.md").write_text(card + jpeg_section)
     print(json.dumps(payload, indent=2))
+
+
+def _metrics_table(metrics: dict) -> str:
+    rows = [f"| {k} | {v if not isinstance(v, float) else round(v, 4)} |"
+            for k, v in metrics.items()]
+    return "| metric | value |\n|---|---|\n" + "\n".join(rows)
 
 
 def _write_compressed(out: Path, comb, use_patch: bool, use_spec: bool, scale: str,
@@ -314,10 +316,7 @@ image: excess {scale}{", patches" if use_patch else ""}{", spectrum" if use_spec
 {command}
 ```
 
-| metric | value |
-|---|---|
-""" + "\n".join(f"| {k} | {v if not isinstance(v, float) else round(v, 4)} |"
-                for k, v in metrics.items()) + f"""
+""" + _metrics_table(metrics) + f"""
 
 ```
 {json.dumps(comb.to_dict(), indent=2)}

@@ -473,3 +473,11 @@ def test_jpeg_roundtrip_is_what_a_jpeg_file_holds(tmp_path: Path, channels: int)
         fio.jpeg_roundtrip(pixels, 0)
     with pytest.raises(ValueError, match="channels"):
         fio.jpeg_roundtrip(torch.rand(2, 8, 8), 90)
+
+
+def test_jpeg_quality_range() -> None:
+    assert fio.jpeg_quality_range("60-95") == (60, 95)
+    assert fio.jpeg_quality_range("90-90") == (90, 90)
+    for bad in ("95-60", "0-50", "60-101", "x-9", "90", "-5-9", ""):
+        with pytest.raises(ValueError, match="LO-HI"):
+            fio.jpeg_quality_range(bad)

@@ -179,14 +179,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the image-level blur-type classifier on Welch power spectra."""
         from fastdeblur.estimate.training import train_spectrum_classifier
+        from fastdeblur.io import jpeg_quality_range
 
-        jpeg = None
-        if jpeg_quality is not None:
-            lo, _, hi = jpeg_quality.partition("-")
-            if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 100):
-                raise CLIError(f"--jpeg-quality must be LO-HI with 1 <= LO <= HI <= 100; "
-                               f"got {jpeg_quality!r}")
-            jpeg = (int(lo), int(hi))
+        try:
+            jpeg = None if jpeg_quality is None else jpeg_quality_range(jpeg_quality)
+        except ValueError as exc:
+            raise CLIError(f"--jpeg-quality: {exc}") from None
 
         if n_train < 3 or n_val < 3:
             raise CLIError("--crops and --val-crops must be >= 3")
