@@ -30,8 +30,9 @@ Compressed images: ``--jpeg Q`` saves every blurred noisy image as an 8-bit JPEG
 reads it back (:func:`fastdeblur.io.jpeg_roundtrip`) before ``estimate(..., compressed=True)``
 (what the CLI does for a JPEG file); the blurs are those of the uncompressed run. Only the
 image-level numbers are measured, for the shipped estimator and, under ``without_jpeg_verdict``
-on the same images, for the verdict without the compressed combiner and the JPEG spectrum
-classifier (patches + likelihood only: the verdict for compressed images before they existed).
+on the same images, for the estimator without the compressed combiner, the JPEG spectrum
+classifier and the noise floor of compressed images (patches + likelihood only: how compressed
+images were judged before they existed).
 Default output ``bench/results/estimation_jpeg<Q>.json``.
 """
 
@@ -300,6 +301,7 @@ def main() -> None:
         # JPEG spectrum classifier (the estimator then falls back to patches + likelihood)
         paper = BlurEstimator.load(args.weights)
         paper.compressed_combiner = None
+        paper.compressed_noise_floor = 0.0
     _, val_images, names = estimator_images(args.images)
     if args.max_images:
         val_images = val_images[: args.max_images]

@@ -86,7 +86,7 @@ def run(shared: Path, out_dir: Path, crop: int = CROP) -> list[dict]:
         data = io.read(photo)
         pixels = data.pixels  # (C, H, W) float32 in [0, 1]
         # as the command does: JPEG inputs are regularised with at least JPEG_NOISE_FLOOR and
-        # estimated without the spectrum classifier
+        # judged by the estimator's verdict for compressed images
         floor = JPEG_NOISE_FLOOR if data.format == "JPEG" else None
         t0 = time.perf_counter()
         auto = deblur_with_details(pixels, method="auto", noise_floor=floor,

@@ -39,6 +39,12 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "fastdeblur" / "weights"
 
 
 CARD_JPEG_HEADING = "## Compressed (JPEG) images"
+EXCESS_TEXT = {
+    "linear": "The likelihood enters as the NLL excess of each family over the best",
+    "log1p": "The likelihood enters as the NLL excess of each family over the best on a log "
+    "scale, log(1 + e)",
+    "none": "The likelihood's NLL is left out of the verdict (it still gives the parameters)",
+}
 
 
 def _records(args: tuple) -> list[dict]:
@@ -48,6 +54,7 @@ def _records(args: tuple) -> list[dict]:
     from fastdeblur.convolution import convolve
     from fastdeblur.estimate.data import combiner_split, estimator_images
     from fastdeblur.estimate.estimator import (
+        COMPRESSED_NOISE_FLOOR,
         SPECTRUM_CLASSIFIER_FILE,
         SPECTRUM_CLASSIFIER_JPEG_FILE,
         WEIGHTS_DIR,
@@ -84,7 +91,9 @@ def _records(args: tuple) -> list[dict]:
             r = patch_stage.estimate(y, params=False)
             gray = y[0]
             noise_sigma = estimate_noise(_noise_crop(gray))
-            fit = fit_likelihood(gray, noise_sigma)
+            # as the estimator fits compressed images: with at least COMPRESSED_NOISE_FLOOR
+            floor = 0.0 if jpeg is None else COMPRESSED_NOISE_FLOOR
+            fit = fit_likelihood(gray, max(noise_sigma, floor))
             spec = patch_stage.spectrum_probs(gray, noise_sigma, fit.spectrum)
             out.append({
                 "image": split["combiner"][i],
@@ -112,7 +121,7 @@ def _tensors(recs: list[dict]) -> tuple[torch.Tensor, ...]:
 
 
 def main() -> None:
-    from fastdeblur.estimate.likelihood import Combiner
+    from fastdeblur.estimate.likelihood import EXCESS_SCALES, Combiner
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", default=None, help="folder of sharp images (+ skimage photos)")
@@ -147,12 +156,14 @@ def main() -> None:
     probs, excess, spec, labels = _tensors(recs)
     image_ids = {name: k for k, name in enumerate(sorted({r["image"] for r in recs}))}
     fold = torch.tensor([image_ids[r["image"]] % 2 for r in recs])
-    # 2-fold cross-validation by image picks the form: the excess on its own scale or log(1 + e),
-    # with or without each classifier (the simpler form wins ties)
+    # 2-fold cross-validation by image picks the form: the excess on its own scale, log(1 + e) or
+    # left out, with or without each classifier (the simpler form wins ties)
     cv = {}
-    for scale in ("linear", "log1p"):
+    for scale in EXCESS_SCALES:
         for use_patch in (False, True):
             for use_spec in (False, True):
+                if scale == "none" and not (use_patch or use_spec):
+                    continue  # nothing left to decide with
                 right = 0
                 for f in (0, 1):
                     tr, te = fold != f, fold == f
@@ -166,8 +177,8 @@ def main() -> None:
     scale, use_patch, use_spec = max(cv, key=lambda k: (cv[k], -list(cv).index(k)))
     comb = Combiner.fit(probs, excess, labels, use_patch=use_patch,
                         spec_probs=spec if use_spec else None, excess_scale=scale)
-    # The verdict without the spectrum classifier: for images smaller than its 128×128 tile and
-    # for compressed (JPEG) ones, whose spectra it never saw in training
+    # The verdict without the spectrum classifier: for images smaller than its 128×128 tile (and
+    # compressed ones when there is no combiner_compressed)
     plain_form = max((k for k in cv if not k[2]), key=lambda k: (cv[k], -list(cv).index(k)))
     plain = Combiner.fit(probs, excess, labels, use_patch=plain_form[1],
                          excess_scale=plain_form[0])
@@ -227,8 +238,7 @@ def main() -> None:
 Decides the blur type of a whole image from the marginal-likelihood fit of each blur family
 (`fastdeblur/estimate/likelihood.py`){" and the patch classifier's mean probabilities"
 if use_patch else ""}{" and the spectrum classifier's probabilities (`blur_spectrum_classifier.md`)"
-if use_spec else ""}, and calibrates its confidence. The likelihood enters as the NLL excess
-of each family over the best{" on a log scale, log(1 + e)" if scale == "log1p" else ""}
+if use_spec else ""}, and calibrates its confidence. {EXCESS_TEXT[scale]}
 (the form chosen by 2-fold cross-validation by image). Seven numbers of a logistic model
 (`Combiner`); the likelihood fit itself has no trained weights (power-law image prior, the
 `fastdeblur.psf` kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from
@@ -309,8 +319,11 @@ def _write_compressed(out: Path, comb, use_patch: bool, use_spec: bool, scale: s
 Fitted the same way on {metrics["n_records"]} records of the same {len(images)} images ({draws}
 draws per type and noise level), each blurred image saved as 8-bit gray JPEG of quality uniform
 in {jpeg[0]}–{jpeg[1]} (Pillow) and read back; the spectrum classifier here is the one trained
-on JPEG crops (`blur_spectrum_classifier_jpeg.md`). Form chosen by 2-fold cross-validation by
+on JPEG crops (`blur_spectrum_classifier_jpeg.md`), and the likelihood fit assumes noise of at
+least `COMPRESSED_NOISE_FLOOR` (`fastdeblur/estimate/estimator.py`), as the estimator does for
+compressed images. Form chosen by 2-fold cross-validation by
 image: excess {scale}{", patches" if use_patch else ""}{", spectrum" if use_spec else ""}.
+{EXCESS_TEXT[scale]}.
 
 ```
 {command}

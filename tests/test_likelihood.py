@@ -147,6 +147,21 @@ def test_combiner_log_excess_lets_the_patch_classifier_overrule_a_far_off_likeli
         lk.Combiner(excess_scale="sqrt")
 
 
+def test_combiner_without_the_likelihood_ignores_the_excess() -> None:
+    """``excess_scale="none"``: a likelihood that is no guide (random excess) is left out; the
+    verdict follows the classifier and does not move with the excess."""
+    g = torch.Generator().manual_seed(2)
+    labels = torch.arange(90) % 3
+    probs = torch.full((90, 3), 0.25, dtype=torch.float64)
+    probs[torch.arange(90), labels] = 0.5
+    excess = torch.rand(90, 3, generator=g, dtype=torch.float64) * 50
+    comb = lk.Combiner.fit(probs, excess, labels, excess_scale="none")
+    assert comb.w_nll == 0.0 and comb.w_patch > 0
+    assert bool((comb.scores(probs, excess).argmax(1) == labels).all())
+    torch.testing.assert_close(comb.scores(probs, excess), comb.scores(probs, excess * 0 + 7))
+    assert lk.Combiner.from_dict(comb.to_dict()).excess_scale == "none"
+
+
 def test_coarse_grid_covers_the_supported_range() -> None:
     from fastdeblur.synth import DEFAULT_RANGES
 

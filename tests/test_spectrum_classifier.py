@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from fastdeblur.estimate import likelihood as lk
 from fastdeblur.estimate.data import combiner_split, synth_spectra
 from fastdeblur.estimate.estimator import (
+    COMPRESSED_NOISE_FLOOR,
     LIKELIHOOD_FILE,
     SPECTRUM_CLASSIFIER_FILE,
     WEIGHTS_DIR,
@@ -174,11 +175,12 @@ def test_train_spectrum_rejects_bad_options(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "not a folder" in r.output
 
 
-def test_compressed_images_are_judged_without_the_spectrum_classifier() -> None:
+def test_compressed_images_without_a_compressed_combiner_leave_the_classifier_out() -> None:
     info = json.loads((WEIGHTS_DIR / LIKELIHOOD_FILE).read_text())
     if not info.get("uses_spectrum_classifier"):
         pytest.skip("the shipped combiner does not weigh the spectrum classifier")
     est = BlurEstimator.load()
+    est.compressed_combiner = None
     plain = lk.Combiner.from_dict(info["combiner_without_spectrum"])
     assert est.plain_combiner == plain and plain.w_spec == 0
     from fastdeblur import psf
@@ -190,7 +192,7 @@ def test_compressed_images_are_judged_without_the_spectrum_classifier() -> None:
     r = est.estimate(y, compressed=True)
     assert r.spectrum_probs is None
     # the verdict is the plain combiner's posterior of the same patches and likelihood
-    lik_fit = lk.fit_likelihood(y[0], r.noise_sigma)
+    lik_fit = lk.fit_likelihood(y[0], max(r.noise_sigma, COMPRESSED_NOISE_FLOOR))
     patch = torch.tensor([r.patch_probs[t] for t in ("gaussian", "motion", "defocus")])
     expected = plain.posterior(patch, lik_fit.excess())
     torch.testing.assert_close(torch.tensor(list(r.probs.values()), dtype=torch.float64),
@@ -270,7 +272,10 @@ def test_compressed_images_use_the_jpeg_classifier_and_combiner() -> None:
     kernel = psf.from_params("defocus", {"radius": 3.0}, dtype=torch.float32)
     y = convolve(image[None], kernel, boundary="reflect")[0]
     r = mixed.estimate(y, compressed=True)
-    lik_fit = lk.fit_likelihood(y[0], r.noise_sigma)
+    # compressed: the likelihood assumes at least COMPRESSED_NOISE_FLOOR (its excess and its
+    # parameters are those of that fit)
+    lik_fit = lk.fit_likelihood(y[0], max(r.noise_sigma, COMPRESSED_NOISE_FLOOR))
+    assert r.params == lik_fit.fits[r.blur_type].params
     expected_spec = mixed.spectrum_probs(y[0], r.noise_sigma, compressed=True)
     torch.testing.assert_close(torch.tensor(list(r.spectrum_probs.values())), expected_spec)
     patch = torch.tensor([r.patch_probs[t] for t in ("gaussian", "motion", "defocus")])
@@ -305,3 +310,32 @@ def test_train_spectrum_jpeg_tiny(tmp_path: Path) -> None:
         r = runner.invoke(_app(), ["train", "spectrum", "--jpeg-quality", bad,
                                    "--output", str(out)])
         assert r.exit_code == 1 and "--jpeg-quality" in r.output, bad
+
+
+def test_shipped_compressed_verdict_uses_the_jpeg_classifier() -> None:
+    """The shipped weights judge JPEGs with their own combiner and the spectrum classifier
+    trained on JPEG crops; the two classifiers differ."""
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+    from fastdeblur.io import jpeg_roundtrip
+
+    info = json.loads((WEIGHTS_DIR / LIKELIHOOD_FILE).read_text())
+    if "combiner_compressed" not in info:
+        pytest.skip("the shipped weights have no verdict for compressed images")
+    est = BlurEstimator.load()
+    assert est.compressed_combiner == lk.Combiner.from_dict(info["combiner_compressed"])
+    if est.compressed_combiner.w_spec == 0:
+        pytest.skip("the shipped compressed verdict does not weigh a spectrum classifier")
+    assert isinstance(est.jpeg_spectrum_classifier, SpectrumCNN)
+    image = load_images(None, gray=True)[0][:, :256, :256]
+    kernel = psf.from_params("motion", {"length": 15.0, "angle": 60.0}, dtype=torch.float32)
+    y = jpeg_roundtrip(convolve(image[None], kernel, boundary="reflect")[0], 85)
+    r = est.estimate(y, compressed=True)
+    q = est.spectrum_probs(y[0], r.noise_sigma, compressed=True)
+    torch.testing.assert_close(torch.tensor(list(r.spectrum_probs.values())), q)
+    assert not torch.allclose(q, est.spectrum_probs(y[0], r.noise_sigma))
+    patch = torch.tensor([r.patch_probs[t] for t in ("gaussian", "motion", "defocus")])
+    lik_fit = lk.fit_likelihood(y[0], max(r.noise_sigma, COMPRESSED_NOISE_FLOOR))
+    torch.testing.assert_close(
+        torch.tensor(list(r.probs.values()), dtype=torch.float64),
+        est.compressed_combiner.posterior(patch, lik_fit.excess(), q), atol=1e-5, rtol=0)

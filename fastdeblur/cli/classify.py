@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         for path in images:
             data = io.read(path, allow_huge=allow_huge)
             image = data.pixels
-            # JPEG: the verdict leaves out the spectrum classifier (never trained on JPEGs)
+            # JPEG: the estimator's verdict for compressed images
             result = estimator.estimate(image, stride=stride, params=not types_only,
                                         compressed=data.format == "JPEG")
             record = {

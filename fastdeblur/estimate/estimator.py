@@ -72,6 +72,13 @@ MIN_TEXTURED = 4
 # frequencies under strong blur) are rare there; on noise-free Gaussian blur the classifier's
 # accuracy dropped from about 0.5 to 0.17 without this (bench/eval_estimation.py).
 MIN_NOISE = 0.005
+# The likelihood fit of a compressed (JPEG) image assumes at least this noise, the top of the
+# supported range: compression removes most of the noise that the estimate reads (σn 0.01 is read
+# as about 0.0036 after quality 90, and 0-0.011 all read as 0.001-0.002 over qualities 60-95), so
+# the real level is unknown, and a fit that assumes less noise than there was takes the noise for
+# detail and shrinks the blur by pixels (training photos at quality 90, σn 0.01: Gaussian σ MAE
+# 2.52 px with a floor of 0.005, 0.44 with this; σn 0: 0.23 with 0.005, 0.57 with this).
+COMPRESSED_NOISE_FLOOR = 0.02
 
 
 @dataclass
@@ -176,6 +183,10 @@ class BlurEstimator:
             JPEG-compressed records; optional.
         jpeg_spectrum_classifier: The spectrum classifier trained on JPEG-compressed crops,
             needed when ``compressed_combiner`` weighs it.
+
+    Attributes:
+        compressed_noise_floor: The least noise the likelihood fit of a compressed image assumes
+            (default :data:`COMPRESSED_NOISE_FLOOR`).
     """
 
     def __init__(
@@ -208,6 +219,7 @@ class BlurEstimator:
             raise ValueError("plain_combiner must not weigh the spectrum classifier (w_spec 0)")
         self._plain_combiner = plain_combiner
         self.compressed_combiner = compressed_combiner
+        self.compressed_noise_floor = COMPRESSED_NOISE_FLOOR
         self.jpeg_spectrum_classifier = None if jpeg_spectrum_classifier is None else (
             jpeg_spectrum_classifier.eval())
         if (compressed_combiner is not None and compressed_combiner.w_spec != 0
@@ -385,7 +397,9 @@ class BlurEstimator:
             compressed: The image was lossily compressed (JPEG): the verdict is then the
                 compressed combiner's, with the spectrum classifier trained on JPEG crops (the
                 one trained on clean crops read motion and defocus JPEGs as Gaussian); without
-                a compressed combiner, the verdict leaves the spectrum classifier out.
+                a compressed combiner, the verdict leaves the spectrum classifier out. The
+                likelihood fit (the parameters) then assumes noise of at least
+                :attr:`compressed_noise_floor`.
 
         Returns:
             A :class:`BlurEstimate`.
@@ -432,7 +446,9 @@ class BlurEstimator:
         if combiner is not None and min(H, W) >= 64:
             from fastdeblur.estimate.likelihood import fit_likelihood
 
-            lik = fit_likelihood(clean_gray, noise)
+            lik = fit_likelihood(
+                clean_gray, max(noise, self.compressed_noise_floor) if compressed else noise
+            )
             if compressed:
                 combiner = self.compressed_combiner or self.plain_combiner
             if combiner.w_spec != 0:

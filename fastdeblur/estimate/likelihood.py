@@ -412,7 +412,8 @@ class Combiner:
     ``excess_scale="log1p"``; the verdict is the arg-max. The excess is heavy-tailed (hundreds of
     nats where the power-law prior fits an image badly, a few where two families are close);
     on the log scale one wrong but confident likelihood no longer outweighs the patch
-    classifier. The
+    classifier. ``excess_scale="none"`` leaves the likelihood out of the verdict (``w_nll`` 0:
+    for images whose spectra it explains badly, such as JPEG-compressed ones). The
     *confidence* is ``sigmoid(conf_a · log(m) + conf_b)`` with ``m`` the score margin between
     the verdict and the runner-up: the likelihood of a wrong family is off by a margin that
     depends on how far the image departs from the power-law prior, so the margin's logarithm,
@@ -523,7 +524,7 @@ class Combiner:
         b = -a * cut
         return cls(
             w_patch=t[0] if use_patch else 0.0,
-            w_nll=t[1],
+            w_nll=0.0 if excess_scale == "none" else t[1],
             bias=(t[2], t[3], 0.0),
             conf_a=a,
             conf_b=b,
@@ -557,7 +558,7 @@ class Combiner:
         )
 
 
-EXCESS_SCALES: tuple[str, ...] = ("linear", "log1p")
+EXCESS_SCALES: tuple[str, ...] = ("linear", "log1p", "none")
 
 
 def _log_probs(probs: torch.Tensor) -> torch.Tensor:
@@ -567,6 +568,8 @@ def _log_probs(probs: torch.Tensor) -> torch.Tensor:
 
 def _scaled_excess(excess: torch.Tensor, scale: str) -> torch.Tensor:
     e = excess.double()
+    if scale == "none":
+        return torch.zeros_like(e)
     return torch.log1p(e) if scale == "log1p" else e
 
 

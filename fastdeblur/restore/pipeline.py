@@ -855,9 +855,9 @@ def deblur(
             free-form kernel is the one used). See :data:`BLIND_KERNELS`.
         shake_size: Support of the free-form kernel, odd, 5–101 (default 31): at least the
             extent of the blur.
-        compressed: The image was JPEG-compressed: the blur estimate leaves out its spectrum
-            classifier, which never saw compressed spectra (``fastdeblur deblur`` sets this, and
-            ``noise_floor``, for JPEG files).
+        compressed: The image was JPEG-compressed: the blur estimate takes its verdict for
+            compressed images (see :meth:`~fastdeblur.estimate.BlurEstimator.estimate`;
+            ``fastdeblur deblur`` sets this, and ``noise_floor``, for JPEG files).
 
     Returns:
         The restored image in the form it was given (tensor: same shape, dtype and device;
