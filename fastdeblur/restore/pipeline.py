@@ -742,7 +742,7 @@ def _wants_shake(blind_kernel: str, est: Any, y: torch.Tensor, size: int,
 
     Why the extent: a free-form kernel smaller than the blur cannot describe it, yet its
     deconvolution can pass the checks — on OpenCV's motion-blurred text the estimator finds
-    a 33 px vertical motion that makes the words legible (confidence 0.29), and the 31 px
+    a 30 px vertical motion that makes the words legible (confidence 0.27), and the 31 px
     free-form kernel tried first, and kept, left them unreadable.
     """
     if min(y.shape[-2:]) < 2 * size or blind_kernel == "parametric":
