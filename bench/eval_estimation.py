@@ -295,10 +295,11 @@ def main() -> None:
         return
 
     est = BlurEstimator.load(args.weights)
-    paper = BlurEstimator.load(args.weights, paper=True)
-    if args.jpeg is not None:
-        # the same-run baseline: the compressed images' verdict without its own combiner and
-        # JPEG spectrum classifier (the estimator then falls back to patches + likelihood)
+    if args.jpeg is None:
+        paper = BlurEstimator.load(args.weights, paper=True)
+    else:
+        # the same-run baseline: the compressed images' verdict without its own combiner, JPEG
+        # spectrum classifier and noise floor (the estimator falls back to patches + likelihood)
         paper = BlurEstimator.load(args.weights)
         paper.compressed_combiner = None
         paper.compressed_noise_floor = 0.0

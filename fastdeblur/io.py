@@ -605,6 +605,19 @@ def _as_hwc(pixels: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
     return np.moveaxis(np.clip(array, 0.0, 1.0), 0, -1)
 
 
+def _pixels_hwc(pixels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """:func:`_as_hwc` of image pixels, which have 1 or 3 channels."""
+    array = _as_hwc(pixels, "pixels")
+    if array.shape[-1] not in (1, 3):
+        raise ValueError(f"pixels must have 1 or 3 channels, got {array.shape[-1]}")
+    return array
+
+
+def _check_quality(quality: int) -> None:
+    if not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+
+
 def _quantise(array: np.ndarray, bit_depth: int) -> np.ndarray:
     scale = (1 << bit_depth) - 1
     return np.rint(array * scale).astype(np.uint16 if bit_depth == 16 else np.uint8)
@@ -655,17 +668,14 @@ def write(path: str | os.PathLike[str], pixels: torch.Tensor, *,
                            f"(use one of {', '.join(SUPPORTED_SUFFIXES)})")
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
-    if not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
+    _check_quality(quality)
     if source is not None and not force and _same_file(path, Path(source)):
         raise ImageIOError(f"{path}: refusing to overwrite the input image "
                            f"(use force=True / --force)")
     if path.is_dir():
         raise ImageIOError(f"{path}: is a directory")
 
-    array = _as_hwc(pixels, "pixels")
-    if array.shape[-1] not in (1, 3):
-        raise ValueError(f"pixels must have 1 or 3 channels, got {array.shape[-1]}")
+    array = _pixels_hwc(pixels)
     if alpha is not None:
         alpha_array = _as_hwc(alpha, "alpha")
         if alpha_array.shape != array.shape[:2] + (1,):
@@ -758,16 +768,9 @@ def jpeg_roundtrip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
     Returns:
         ``(C, H, W)`` float32 in [0, 1]: the decoded image.
     """
-    if not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"quality must be an int in 1..100, got {quality!r}")
-    array = _as_hwc(pixels, "pixels")
-    if array.shape[-1] not in (1, 3):
-        raise ValueError(f"pixels must have 1 or 3 channels, got {array.shape[-1]}")
-    values = _quantise(array, 8)
-    buffer = io.BytesIO()
-    Image.fromarray(values[..., 0] if values.shape[-1] == 1 else values).save(
-        buffer, format="JPEG", quality=quality)
-    with Image.open(buffer) as image:
+    _check_quality(quality)
+    values = _quantise(_pixels_hwc(pixels), 8)
+    with Image.open(io.BytesIO(_encode(values, "JPEG", 8, quality, None))) as image:
         decoded = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(decoded.reshape(values.shape).copy()).permute(2, 0, 1).contiguous()
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import typer
 
 from fastdeblur.cli._common import CLIError, cli_errors, console
@@ -89,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 from fastdeblur.estimate.overlay import render_map
 
                 out = map_paths[path]
-                overlay = torch.from_numpy(np.asarray(render_map(image, result.map)).copy())
-                io.write(out, overlay.permute(2, 0, 1).float() / 255, source=path, force=force)
+                overlay = np.asarray(render_map(image, result.map)).transpose(2, 0, 1) / 255.0
+                io.write(out, overlay, source=path, force=force)
                 if not as_json:
                     console.print(f"  wrote {out}", highlight=False)
