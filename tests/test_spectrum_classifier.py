@@ -339,3 +339,94 @@ def test_shipped_compressed_verdict_uses_the_jpeg_classifier() -> None:
     torch.testing.assert_close(
         torch.tensor(list(r.probs.values()), dtype=torch.float64),
         est.compressed_combiner.posterior(patch, lik_fit.excess(), q), atol=1e-5, rtol=0)
+
+
+def test_axis_ratio_tells_a_streak_from_a_path() -> None:
+    from fastdeblur import psf
+    from fastdeblur.estimate.data import SHAKE_MIN_AXIS_RATIO, axis_ratio, shake_kernel
+
+    streak = psf.from_params("motion", {"length": 21.0, "angle": 35.0}, dtype=torch.float32)
+    disk = psf.from_params("defocus", {"radius": 6.0}, dtype=torch.float32)
+    assert axis_ratio(streak) < 0.1
+    assert axis_ratio(disk) > 0.95
+    sizes = set()
+    for s in range(12):
+        k = shake_kernel(torch.Generator().manual_seed(s))
+        assert axis_ratio(k) >= SHAKE_MIN_AXIS_RATIO
+        assert abs(float(k.sum()) - 1) < 1e-5 and 11 <= k.shape[-1] <= 31
+        sizes.add(k.shape[-1])
+    assert len(sizes) > 3
+    torch.testing.assert_close(shake_kernel(torch.Generator().manual_seed(4)),
+                               shake_kernel(torch.Generator().manual_seed(4)))
+
+
+def test_synth_spectra_shake_crops_are_the_fourth_class() -> None:
+    images = [im for im in load_images(None, gray=True) if min(im.shape[-2:]) >= 420][:2]
+    data = synth_spectra(images, 6, shake=5, seed=3, clean_fraction=0.4)
+    assert data["power"].shape == (11, 128, 65)
+    assert data["labels"].tolist() == [0, 1, 2, 0, 0, 1, 3, 3, 3, 3, 3]
+    # the shake crops get the same share of noise-free crops
+    assert (data["noise"][6:] == 0).tolist() == [False, False, False, True, True]
+    assert torch.isfinite(data["power"]).all()
+    alone = synth_spectra(images, 0, shake=5, seed=3, clean_fraction=0.4)
+    assert alone["labels"].tolist() == [3] * 5 and alone["params"] == data["params"][6:]
+    with pytest.raises(ValueError, match="shake"):
+        synth_spectra(images, 3, shake=-1)
+
+
+def test_estimate_reads_the_shake_class() -> None:
+    """A spectrum classifier with a camera-shake class: the verdict takes its family
+    probabilities given that a family is the blur, the estimate reports the shake probability
+    and its confidence is multiplied by one minus it."""
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+
+    est = BlurEstimator.load()
+    torch.manual_seed(0)
+    four = SpectrumCNN(width=4, classes=4).eval()
+    with torch.no_grad():
+        four.head[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.0, 3.0]))  # leans to shake
+    three = SpectrumCNN(width=4).eval()
+    with torch.no_grad():
+        three.load_state_dict({k: v[:3] if k.startswith("head.4") else v
+                               for k, v in four.state_dict().items()})
+    comb = lk.Combiner(w_spec=1.0)
+    with_shake = BlurEstimator(est.classifier, est.grnns, combiner=comb,
+                               spectrum_classifier=four)
+    without = BlurEstimator(est.classifier, est.grnns, combiner=comb, spectrum_classifier=three)
+    image = load_images(None, gray=True)[0][:, :200, :200]
+    kernel = psf.from_params("defocus", {"radius": 3.0}, dtype=torch.float32)
+    y = convolve(image[None], kernel, boundary="reflect")[0]
+    r, r3 = with_shake.estimate(y), without.estimate(y)
+    out = with_shake.spectrum_outputs(y[0], r.noise_sigma)
+    assert out.shape == (4,)
+    assert r.shake_probability == pytest.approx(float(out[3]))
+    assert r3.shake_probability is None
+    # the first three logits are the same network's: same family probabilities
+    torch.testing.assert_close(torch.tensor(list(r.spectrum_probs.values())),
+                               torch.tensor(list(r3.spectrum_probs.values())))
+    assert r.blur_type == r3.blur_type
+    assert r.confidence == pytest.approx(r3.confidence * (1 - r.shake_probability), rel=1e-5)
+    assert r.shake_probability > 0.5 and any("camera shake" in w for w in r.warnings)
+    assert r.to_dict()["shake_probability"] == round(r.shake_probability, 4)
+    assert "shake_probability" not in r3.to_dict()
+    with pytest.raises(ValueError, match="classes"):
+        SpectrumCNN(width=4, classes=2)
+
+
+@pytest.mark.slow
+def test_train_spectrum_with_shake_crops_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    r = runner.invoke(
+        _app(),
+        ["train", "spectrum", "--output", str(out), "--crops", "6", "--val-crops", "3",
+         "--epochs", "1", "--width", "4", "--shake-crops", "4"],
+    )
+    assert r.exit_code == 0, r.output
+    model = BlurEstimator.load_spectrum_classifier(out / SPECTRUM_CLASSIFIER_FILE)
+    assert model.classes == 4
+    card = (out / SPECTRUM_CLASSIFIER_FILE).with_suffix(".md").read_text()
+    assert "camera shake" in card and "head 64-4" in card
+    r = runner.invoke(_app(), ["train", "spectrum", "--shake-crops", "-1",
+                               "--output", str(out)])
+    assert r.exit_code == 1 and "--shake-crops" in r.output

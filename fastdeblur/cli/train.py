@@ -176,6 +176,11 @@ def register(app: typer.Typer) -> None:
             help="JPEG-compress every crop at a quality in LO..HI (shipped: 60-95); writes the "
             "classifier for compressed images, blur_spectrum_classifier_jpeg.safetensors.",
         ),
+        n_shake: int = typer.Option(
+            0, "--shake-crops",
+            help="Training crops of random camera shake, a fourth class (shipped: 8,000); "
+            "validation crops in the same proportion.",
+        ),
     ) -> None:
         """Train the image-level blur-type classifier on Welch power spectra."""
         from fastdeblur.estimate.training import train_spectrum_classifier
@@ -188,6 +193,8 @@ def register(app: typer.Typer) -> None:
 
         if n_train < 3 or n_val < 3:
             raise CLIError("--crops and --val-crops must be >= 3")
+        if n_shake < 0:
+            raise CLIError("--shake-crops must be >= 0")
         if epochs < 1 or width < 1 or batch_size < 1 or lr <= 0:
             raise CLIError("--epochs, --width and --batch-size must be >= 1 and --lr > 0")
         if images is not None and not images.is_dir():
@@ -205,6 +212,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache,
             checkpoint_dir=checkpoints,
             jpeg_quality=jpeg,
+            n_shake=n_shake,
         )
         console.print(
             f"validation accuracy {metrics['val_accuracy']:.4f}; wrote {metrics['weights_file']}"

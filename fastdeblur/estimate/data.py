@@ -233,6 +233,7 @@ def synth_spectra(
     noise_sigma: tuple[float, float] = (0.0, 0.02),
     clean_fraction: float = 0.2,
     jpeg_quality: tuple[int, int] | None = None,
+    shake: int = 0,
     progress: bool = False,
 ) -> dict[str, torch.Tensor | list]:
     """``n`` uniformly blurred ``window``×``window`` crops (types balanced, parameters uniform
@@ -246,13 +247,18 @@ def synth_spectra(
     half-plane spectrum cannot be transposed afterwards; mirroring is done at training time).
     Images smaller than the window plus the largest kernel are skipped.
 
+    With ``shake > 0``, ``shake`` more crops are blurred by random camera shake
+    (:func:`shake_kernel`: a curved, jittery path that no parametric family describes) and
+    labelled ``len(BLUR_TYPES)`` (:data:`SPECTRUM_CLASSES`), with the same noise and JPEG
+    treatment.
+
     With ``jpeg_quality = (lo, hi)`` every crop is then saved as an 8-bit JPEG of quality
     uniform in ``lo..hi`` and read back (:func:`fastdeblur.io.jpeg_roundtrip`), as a camera or
     a web page stores a photo; the noise is estimated on the decoded crop, as on a real JPEG.
 
     Returns:
-        ``{"power": (n, 128, 65) float32, "noise_estimate": (n,), "noise": (n,),
-        "labels": (n,) int64, "params": list of dicts}``.
+        ``{"power": (N, 128, 65) float32, "noise_estimate": (N,), "noise": (N,),
+        "labels": (N,) int64, "params": list of dicts}``, ``N = n + shake``.
     """
     from fastdeblur.estimate.likelihood import tile_spectrum
     from fastdeblur.estimate.patches import estimate_noise
@@ -267,18 +273,28 @@ def synth_spectra(
     large = [im for im in images if min(im.shape[-2:]) >= window + 2 * margin]
     if not large:
         raise ValueError(f"no image has a side of at least {window + 2 * margin} px")
+    if shake < 0:
+        raise ValueError(f"shake must be >= 0; got {shake}")
     n_clean = round(n * clean_fraction)
+    n_shake_clean = round(shake * clean_fraction)
     parts = [(noise_sigma, n - n_clean, seed), ((0.0, 0.0), n_clean, seed + 500_000)]
+    shake_parts = [(noise_sigma, shake - n_shake_clean, seed + 700_000),
+                   ((0.0, 0.0), n_shake_clean, seed + 900_000)]
     g = torch.Generator().manual_seed(seed)
     out: dict[str, list] = {k: [] for k in ("power", "noise_estimate", "noise", "labels", "params")}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one crop at a time: threading only adds overhead
     try:
-        for noise, count, part_seed in parts:
-            if count == 0:
-                continue
-            ds = BlurPatchDataset(large, patch_size=window, length=count, noise_sigma=noise,
-                                  seed=part_seed, gray=True)
+        items = [
+            (BlurPatchDataset(large, patch_size=window, length=count, noise_sigma=noise,
+                              seed=part_seed, gray=True), count)
+            for noise, count, part_seed in parts if count
+        ] + [
+            (_ShakeCrops(large, window, count, noise, part_seed), count)
+            for noise, count, part_seed in shake_parts if count
+        ]
+        total = n + shake
+        for ds, count in items:
             for i in range(count):
                 item = ds[i]
                 y = item["blurred"][0].clamp(0, 1)
@@ -295,7 +311,7 @@ def synth_spectra(
                 out["labels"].append(item["blur_type"])
                 out["params"].append(item["params"])
                 if progress and len(out["labels"]) % 2000 == 0:
-                    print(f"  {len(out['labels'])}/{n} spectra", flush=True)
+                    print(f"  {len(out['labels'])}/{total} spectra", flush=True)
     finally:
         torch.set_num_threads(threads)
     return {
@@ -305,3 +321,78 @@ def synth_spectra(
         "labels": torch.tensor(out["labels"]),
         "params": out["params"],
     }
+
+
+# The spectrum classifier's classes: the blur families, then camera shake when it is trained with
+# shake crops (``fastdeblur train spectrum --shake-crops N``).
+SPECTRUM_CLASSES: tuple[str, ...] = (*BLUR_TYPES, "camera_shake")
+# Camera shake for the classifier: kernels 11-31 px (smaller paths are a pixel or two of blur,
+# which a Gaussian or a disk describes as well), jitter ``anxiety`` at least 0.3, the dwell points
+# of recorded shake (speed variation 0-1.5, as :func:`fastdeblur.psf.camera_shake` says of the
+# Levin et al. kernels), and not a straight streak: a path whose mass spreads across its main axis
+# by less than SHAKE_MIN_AXIS_RATIO of its spread along it is a motion blur, which the motion
+# family describes (at anxiety 0.3 a quarter of the paths are that straight, at 0.5 one in 20).
+SHAKE_KERNEL_SIZES = (11, 31)
+SHAKE_ANXIETY = (0.3, 1.0)
+SHAKE_SPEED_VARIATION = 1.5
+SHAKE_MIN_AXIS_RATIO = 0.15
+
+
+def axis_ratio(kernel: torch.Tensor) -> float:
+    """How far a kernel ``(S, S)`` is from a straight streak: the square root of the ratio of
+    the small to the large eigenvalue of its mass's second-moment matrix (0: a line, 1: round)."""
+    k = kernel.double() / kernel.double().sum()
+    ys, xs = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in k.shape),
+                            indexing="ij")
+    dy, dx = ys - (k * ys).sum(), xs - (k * xs).sum()
+    cov = torch.stack([torch.stack([(k * dy * dy).sum(), (k * dy * dx).sum()]),
+                       torch.stack([(k * dy * dx).sum(), (k * dx * dx).sum()])])
+    low, high = torch.linalg.eigvalsh(cov).clamp_min(0).tolist()
+    return (low / high) ** 0.5 if high > 0 else 1.0
+
+
+def shake_kernel(generator: torch.Generator, tries: int = 20) -> torch.Tensor:
+    """A random camera-shake kernel ``(S, S)`` for the spectrum classifier's shake class
+    (:data:`SHAKE_KERNEL_SIZES`, :data:`SHAKE_ANXIETY`, :data:`SHAKE_SPEED_VARIATION`), redrawn
+    (up to ``tries`` times) while it is a straight streak (:data:`SHAKE_MIN_AXIS_RATIO`)."""
+    from fastdeblur import psf
+
+    low, high = SHAKE_KERNEL_SIZES
+    for _ in range(tries):
+        size = 2 * int(torch.randint(low // 2, high // 2 + 1, (), generator=generator)) + 1
+        u = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+        anxiety = SHAKE_ANXIETY[0] + (SHAKE_ANXIETY[1] - SHAKE_ANXIETY[0]) * u[0]
+        kernel = psf.camera_shake(size, generator=generator, anxiety=anxiety,
+                                  speed_variation=SHAKE_SPEED_VARIATION * u[1],
+                                  dtype=torch.float32)
+        if axis_ratio(kernel) >= SHAKE_MIN_AXIS_RATIO:
+            break
+    return kernel
+
+
+class _ShakeCrops:
+    """``count`` gray ``window``² crops of ``images`` blurred by :func:`shake_kernel` (reflect
+    border) plus white noise uniform in ``noise_sigma``; item ``i`` depends on ``(seed, i)``
+    only, and looks like a :class:`~fastdeblur.synth.BlurPatchDataset` item."""
+
+    def __init__(self, images: Sequence[torch.Tensor], window: int, count: int,
+                 noise_sigma: tuple[float, float], seed: int) -> None:
+        self.images, self.window, self.count = images, window, count
+        self.noise_sigma, self.seed = noise_sigma, seed
+
+    def __getitem__(self, index: int) -> dict:
+        from fastdeblur.convolution import convolve
+        from fastdeblur.synth import draw_window
+
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % (2**63))
+        kernel = shake_kernel(g)
+        lo, hi = self.noise_sigma
+        noise = lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64).item()
+        margin = kernel.shape[-1] // 2 + 1
+        crop = draw_window(self.images, self.window, margin, g)
+        blurred = convolve(crop[None], kernel, boundary="reflect")[0]
+        blurred = blurred[:, margin:margin + self.window, margin:margin + self.window]
+        if noise > 0:
+            blurred = blurred + noise * torch.randn(blurred.shape, generator=g)
+        return {"blurred": blurred, "blur_type": len(BLUR_TYPES),
+                "params": {"size": float(kernel.shape[-1])}, "noise_sigma": noise}

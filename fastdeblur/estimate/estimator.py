@@ -127,7 +127,11 @@ class BlurEstimate:
             no likelihood stage): ``{type: {"params", "nll", "alpha"}}`` per family, NLL per
             tile, ``alpha`` the spectral exponent of the image prior at the optimum.
         spectrum_probs: Class probabilities of the spectrum classifier alone (``None`` when
-            the verdict does not use it).
+            the verdict does not use it); over the blur families, given that one of them is
+            the blur.
+        shake_probability: The spectrum classifier's probability that no blur family describes
+            the blur (camera shake; ``None`` when its classifier has no shake class). The
+            confidence is multiplied by ``1 - shake_probability``.
     """
 
     blur_type: str
@@ -140,6 +144,7 @@ class BlurEstimate:
     patch_probs: dict[str, float] = field(default_factory=dict)
     likelihood: dict[str, dict[str, Any]] | None = None
     spectrum_probs: dict[str, float] | None = None
+    shake_probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the map)."""
@@ -149,6 +154,8 @@ class BlurEstimate:
             "confidence": round(self.confidence, 4),
             "probs": {k: round(v, 4) for k, v in self.probs.items()},
             "noise_sigma": round(self.noise_sigma, 5),
+            **({} if self.shake_probability is None
+               else {"shake_probability": round(self.shake_probability, 4)}),
             "warnings": self.warnings,
         }
 
@@ -331,7 +338,8 @@ class BlurEstimator:
         tensors, meta = load_safetensors(path)
         if meta.get("arch") != "spectrum_cnn":
             raise ValueError(f"{path}: not a spectrum classifier (arch {meta.get('arch')!r})")
-        model = SpectrumCNN(int(meta["width"]), int(meta["tile"]))
+        model = SpectrumCNN(int(meta["width"]), int(meta["tile"]),
+                            len(meta.get("classes", BLUR_TYPES)))
         model.load_state_dict(tensors)
         return model.eval()
 
@@ -442,6 +450,7 @@ class BlurEstimator:
         final_probs = mean_probs
         lik = None
         spec_probs = None
+        shake_probability = None
         combiner = self.combiner
         if combiner is not None and min(H, W) >= 64:
             from fastdeblur.estimate.likelihood import fit_likelihood
@@ -452,16 +461,26 @@ class BlurEstimator:
             if compressed:
                 combiner = self.compressed_combiner or self.plain_combiner
             if combiner.w_spec != 0:
-                spec_probs = self.spectrum_probs(clean_gray, noise, lik.spectrum,
+                spec_out = self.spectrum_outputs(clean_gray, noise, lik.spectrum,
                                                  compressed=compressed)
-                if spec_probs is None:  # smaller than one tile
+                if spec_out is None:  # smaller than one tile
                     combiner = self.plain_combiner
+                else:
+                    spec_probs, shake_probability = _families_and_shake(spec_out)
             final_probs = combiner.posterior(mean_probs, lik.excess(), spec_probs).float()
         verdict = int(final_probs.argmax())
         blur_type = BLUR_TYPES[verdict]
         conf = float(final_probs[verdict])
         if lik is not None:
             conf = float(combiner.confidence(mean_probs, lik.excess(), spec_probs))
+        if shake_probability is not None:
+            # the verdict is the best family given that a family is the blur
+            conf *= 1.0 - shake_probability
+            if shake_probability >= 0.5:
+                warnings.append(
+                    f"the spectrum looks like camera shake (probability {shake_probability:.2f}):"
+                    " no blur family may describe this blur"
+                )
         patch_params = {
             name: torch.full((n,), float("nan")) for names in PARAM_NAMES.values() for name in names
         }
@@ -529,6 +548,7 @@ class BlurEstimator:
             spectrum_probs=None
             if spec_probs is None
             else {t: float(p) for t, p in zip(BLUR_TYPES, spec_probs, strict=True)},
+            shake_probability=shake_probability,
         )
 
     def spectrum_probs(
@@ -539,8 +559,25 @@ class BlurEstimator:
         *,
         compressed: bool = False,
     ) -> torch.Tensor | None:
-        """The spectrum classifier's ``(3,)`` class probabilities of a gray ``(H, W)`` image, or
-        ``None`` without a classifier or when the image is smaller than one tile.
+        """The spectrum classifier's ``(3,)`` blur-family probabilities of a gray ``(H, W)``
+        image (given that a family is the blur, when the classifier also has a camera-shake
+        class), or ``None`` without a classifier or when the image is smaller than one tile.
+
+        Args: as :meth:`spectrum_outputs`."""
+        out = self.spectrum_outputs(gray, noise_sigma, spectrum, compressed=compressed)
+        return None if out is None else _families_and_shake(out)[0]
+
+    def spectrum_outputs(
+        self,
+        gray: torch.Tensor,
+        noise_sigma: float,
+        spectrum: torch.Tensor | None = None,
+        *,
+        compressed: bool = False,
+    ) -> torch.Tensor | None:
+        """The spectrum classifier's class probabilities ``(classes,)`` of a gray ``(H, W)``
+        image (order :data:`fastdeblur.estimate.data.SPECTRUM_CLASSES`), or ``None`` without a
+        classifier or when the image is smaller than one tile.
 
         ``spectrum``: the image's Welch spectrum when already computed (the likelihood fit's,
         :attr:`~fastdeblur.estimate.likelihood.LikelihoodFit.spectrum`); used when its tile is
@@ -588,6 +625,17 @@ class BlurEstimator:
     def classify(self, image: torch.Tensor | np.ndarray, **kwargs: Any) -> str:
         """The blur type of an image only (no parameters)."""
         return self.estimate(image, params=False, **kwargs).blur_type
+
+
+def _families_and_shake(probs: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+    """The blur-family probabilities ``(3,)`` of spectrum-classifier outputs ``(classes,)``,
+    given that a family is the blur, and the camera-shake probability (``None`` without that
+    class)."""
+    n = len(BLUR_TYPES)
+    if len(probs) == n:
+        return probs, None
+    families = probs[:n]
+    return families / families.sum().clamp_min(1e-12), float(probs[n])
 
 
 def _aggregate(

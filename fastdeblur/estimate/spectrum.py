@@ -44,12 +44,17 @@ class SpectrumCNN(nn.Module):
     Args:
         width: Channels of the first convolution.
         tile: Side of the spectrum's tiles (the input is ``(tile, tile // 2 + 1)``).
+        classes: Number of classes: 3 (the blur families, :data:`fastdeblur.synth.BLUR_TYPES`)
+            or 4 (then camera shake: :data:`fastdeblur.estimate.data.SPECTRUM_CLASSES`).
     """
 
-    def __init__(self, width: int = 24, tile: int = TILE) -> None:
+    def __init__(self, width: int = 24, tile: int = TILE, classes: int = 3) -> None:
         super().__init__()
+        if classes not in (3, 4):
+            raise ValueError(f"classes must be 3 or 4; got {classes}")
         self.width = int(width)
         self.tile = int(tile)
+        self.classes = int(classes)
         c = self.width
         ch = (4, c, c + 8, 2 * c, 2 * c + 16, 2 * c + 16)
         layers: list[nn.Module] = []
@@ -68,7 +73,7 @@ class SpectrumCNN(nn.Module):
             nn.Dropout(0.2),
             nn.Linear(ch[-1] * rows * cols, 64),
             nn.GELU(),
-            nn.Linear(64, 3),
+            nn.Linear(64, self.classes),
         )
 
     def inputs(self, power: torch.Tensor, noise_sigma: torch.Tensor) -> torch.Tensor:
@@ -91,6 +96,7 @@ class SpectrumCNN(nn.Module):
         )
 
     def forward(self, power: torch.Tensor, noise_sigma: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(N, 3)`` (order :data:`fastdeblur.synth.BLUR_TYPES`) of spectra
-        ``power (N, T, T // 2 + 1)`` with noise levels ``noise_sigma (N,)``."""
+        """Class logits ``(N, classes)`` (order :data:`fastdeblur.estimate.data.
+        SPECTRUM_CLASSES`) of spectra ``power (N, T, T // 2 + 1)`` with noise levels
+        ``noise_sigma (N,)``."""
         return self.head(self.body(self.inputs(power, noise_sigma)))

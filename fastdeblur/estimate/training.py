@@ -253,13 +253,16 @@ def prediction_metrics(
 ) -> dict[str, Any]:
     """Accuracy of predicted types ``pred (N,)`` against ``y (N,)``: overall (key ``overall``),
     per type and per band of the noise ``noise (N,)``, and the confusion matrix."""
+    from fastdeblur.estimate.data import SPECTRUM_CLASSES
+
     out: dict[str, Any] = {overall: float((pred == y).float().mean())}
-    for k, t in enumerate(BLUR_TYPES):
+    n_classes = max(len(BLUR_TYPES), int(y.max()) + 1, int(pred.max()) + 1)
+    for k, t in enumerate(SPECTRUM_CLASSES[:n_classes]):
         out[f"val_accuracy_{t}"] = float((pred[y == k] == k).float().mean())
     for lo, hi in ((0.0, 0.005), (0.005, 0.01), (0.01, 0.02)):
         band = (noise >= lo) & (noise < hi + 1e-12)
         out[f"val_accuracy_noise_{lo}-{hi}"] = float((pred[band] == y[band]).float().mean())
-    conf = torch.zeros(3, 3, dtype=torch.long)
+    conf = torch.zeros(n_classes, n_classes, dtype=torch.long)
     for a, b in zip(y.tolist(), pred.tolist(), strict=True):
         conf[a, b] += 1
     out["confusion (rows true, cols predicted)"] = conf.tolist()
@@ -551,6 +554,12 @@ def _targets(t: str) -> list[str]:
     return {"gaussian": ["σ"], "motion": ["length", "(cos 2θ, sin 2θ)"], "defocus": ["radius"]}[t]
 
 
+def _joined(a: dict, b: dict) -> dict:
+    """Two spectrum sets of :func:`~fastdeblur.estimate.data.synth_spectra`, one after the
+    other."""
+    return {k: a[k] + b[k] if isinstance(a[k], list) else torch.cat([a[k], b[k]]) for k in a}
+
+
 def train_spectrum_classifier(
     images: str | Path | None,
     out_dir: str | Path,
@@ -565,6 +574,7 @@ def train_spectrum_classifier(
     cache_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
     jpeg_quality: tuple[int, int] | None = None,
+    n_shake: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Synthesise blurred crops, train :class:`~fastdeblur.estimate.spectrum.SpectrumCNN` and
@@ -574,6 +584,11 @@ def train_spectrum_classifier(
     ``lo..hi`` (:func:`~fastdeblur.estimate.data.synth_spectra`) and the network is written as
     ``blur_spectrum_classifier_jpeg.safetensors``: the classifier the estimator uses for
     compressed images (``estimate(..., compressed=True)``).
+
+    With ``n_shake > 0`` the network gets a fourth class, camera shake: ``n_shake`` more training
+    crops blurred by random camera shake (:func:`~fastdeblur.estimate.data.shake_kernel`), and
+    validation crops in the same proportion. The estimator then reads how likely it is that no
+    blur family describes the image (:attr:`~fastdeblur.estimate.BlurEstimate.shake_probability`).
 
     The estimator's training images (:func:`estimator_images`) are split once more
     (:func:`~fastdeblur.estimate.data.combiner_split`): the network trains on 80 % of them, and
@@ -586,7 +601,7 @@ def train_spectrum_classifier(
     """
     import torch.nn.functional as F
 
-    from fastdeblur.estimate.data import combiner_split, synth_spectra
+    from fastdeblur.estimate.data import SPECTRUM_CLASSES, combiner_split, synth_spectra
     from fastdeblur.estimate.estimator import (
         SPECTRUM_CLASSIFIER_FILE,
         SPECTRUM_CLASSIFIER_JPEG_FILE,
@@ -594,8 +609,8 @@ def train_spectrum_classifier(
     from fastdeblur.estimate.spectrum import WINDOW, SpectrumCNN, mirror_spectrum
     from fastdeblur.train import Trainer
 
-    if min(n_train, n_val) < 3 or epochs < 1 or width < 1:
-        raise ValueError("n_train and n_val must be >= 3, epochs and width >= 1")
+    if min(n_train, n_val) < 3 or epochs < 1 or width < 1 or n_shake < 0:
+        raise ValueError("n_train and n_val must be >= 3, epochs and width >= 1, n_shake >= 0")
     seed_everything(seed)
     train_images, _, names = estimator_images(images, seed=seed)
     spec_images, comb_images, split = combiner_split(train_images, names["train"])
@@ -612,7 +627,21 @@ def train_spectrum_classifier(
         lambda: synth_spectra(comb_images, n_val, seed=seed + 1, jpeg_quality=jpeg_quality,
                               progress=progress),
     )
-    model = SpectrumCNN(width)
+    n_shake_val = round(n_shake * n_val / n_train)
+    if n_shake:
+        shake_train = cached_patches(
+            cache_dir, f"{tag}_shake_spectra_{n_shake}_s{seed}",
+            lambda: synth_spectra(spec_images, 0, shake=n_shake, seed=seed,
+                                  jpeg_quality=jpeg_quality, progress=progress),
+        )
+        shake_val = cached_patches(
+            cache_dir, f"{tag}_shake_spectra_val_{n_shake_val}_s{seed + 1}",
+            lambda: synth_spectra(comb_images, 0, shake=n_shake_val, seed=seed + 1,
+                                  jpeg_quality=jpeg_quality, progress=progress),
+        )
+        train, val = _joined(train, shake_train), _joined(val, shake_val)
+    classes = SPECTRUM_CLASSES[:len(BLUR_TYPES) + (n_shake > 0)]
+    model = SpectrumCNN(width, classes=len(classes))
 
     def val_predictions(m: torch.nn.Module) -> torch.Tensor:
         m.eval()
@@ -665,7 +694,7 @@ def train_spectrum_classifier(
         SPECTRUM_CLASSIFIER_FILE if jpeg_quality is None else SPECTRUM_CLASSIFIER_JPEG_FILE
     )
     export_safetensors(model, out, metadata={
-        "arch": "spectrum_cnn", "width": width, "tile": model.tile, "classes": list(BLUR_TYPES),
+        "arch": "spectrum_cnn", "width": width, "tile": model.tile, "classes": list(classes),
         "jpeg_quality": list(jpeg_quality) if jpeg_quality is not None else None,
     })
     write_model_card(
@@ -673,8 +702,9 @@ def train_spectrum_classifier(
         title="Image-level blur-type classifier on the Welch power spectrum"
         + ("" if jpeg_quality is None else ", for JPEG-compressed images"),
         description=(
-            "Classifies a uniformly blurred gray image as Gaussian, motion or defocus blur from "
-            "the Welch power spectrum of its most textured 128×128 tiles "
+            "Classifies a uniformly blurred gray image as Gaussian, motion or defocus blur"
+            + (" or camera shake (a blur no family describes)" if n_shake else "")
+            + " from the Welch power spectrum of its most textured 128×128 tiles "
             "(`fastdeblur.estimate.likelihood.tile_spectrum`) and its noise level. Model: "
             "`fastdeblur.estimate.spectrum.SpectrumCNN`; its probabilities join the likelihood "
             "stage's verdict (`blur_likelihood.json`). Loaded by "
@@ -697,6 +727,13 @@ def train_spectrum_classifier(
             "0.5–5 px; motion length 3–31 px, angle 0–180°; defocus radius 1–10 px; white noise "
             "σn uniform in 0–0.02 on 80 % of the crops, none on 20 %; clamped to [0, 1]"
             f"{jpeg_text}; transposed at random."
+            + (
+                f" Camera shake: {n_shake} more training and {n_shake_val} more validation "
+                "crops, the same noise and treatment, blurred by random camera-shake kernels "
+                "(`fastdeblur.estimate.data.shake_kernel`: 11–31 px, `fastdeblur.psf.camera_shake` "
+                "with anxiety 0.3–1 and speed variation 0–1.5, redrawn while straighter than an "
+                "axis ratio of 0.15)." if n_shake else ""
+            )
             if images is not None else "The photos inside `skimage.data`."
         ),
         command=command_line(),
@@ -704,7 +741,7 @@ def train_spectrum_classifier(
         details={
             "network": f"SpectrumCNN width {width}: input 4×128×65 (mean-free log power, log "
             "power above the noise, |f_y|, f_x); conv 5×5 and 3 conv 3×3 with stride 2, one "
-            "conv 3×3 (GELU) → 8×5; head 64-3 (dropout 0.2)",
+            f"conv 3×3 (GELU) → 8×5; head 64-{len(classes)} (dropout 0.2)",
             "training": f"AdamW lr {lr:g} one-cycle, weight decay 1e-3, batch {batch_size}, "
             f"{epochs} epochs, label smoothing 0.02, random mirroring",
             "seed": seed,
