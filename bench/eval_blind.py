@@ -143,6 +143,8 @@ def _estimate_summary(est: object) -> dict:
     fits = getattr(est, "likelihood", None)
     if fits:
         out["alpha"] = fits[est.blur_type].get("alpha")
+    if getattr(est, "shake_probability", None) is not None:
+        out["shake_probability"] = round(est.shake_probability, 4)
     return out
 
 

@@ -15,6 +15,10 @@ For each noise level σn in {0, 0.005, 0.01, 0.02}:
   from 0.99);
 - **confidence calibration** — type error rate of the image-level verdicts by confidence bin,
   and among those with confidence >= 0.5 (the target: < 5 %);
+- **camera shake** — every held-out image blurred once by a random camera-shake kernel (no family
+  describes it): the share read with confidence < 0.5 (blind ``auto`` then tries a free-form
+  kernel first) and, with a spectrum classifier that has a shake class, the shake probability;
+  on the parametric blurs, the share with shake probability >= 0.5 (false alarms);
 - the same image-level numbers for the paper's configuration (its 1024-500-30-10-3 network and
   GRNNs, no likelihood stage) under ``paper``.
 
@@ -146,6 +150,7 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
     errors: dict[str, list[float]] = {}
     confidences = []
     hits = []
+    shake_probs = []
     by_size: dict[str, list[bool]] = {}
     confusion = {t: dict.fromkeys(BLUR_TYPES, 0) for t in BLUR_TYPES}
     # draws outermost: the first pass over the images is the same with any number of draws
@@ -164,6 +169,8 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
             correct += r.blur_type == t
             confidences.append(r.confidence)
             hits.append(r.blur_type == t)
+            if r.shake_probability is not None:
+                shake_probs.append(r.shake_probability)
             by_size.setdefault(_size_bin(t, params), []).append(r.blur_type == t)
             confusion[t][r.blur_type] += 1
             if r.blur_type != t:
@@ -191,6 +198,41 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
     out["confusion_true_to_verdict"] = confusion
     out["mean_confidence"] = sum(confidences) / len(confidences)
     out["calibration"] = calibration(confidences, hits)
+    if shake_probs:
+        # every blur here is of a family: a shake probability >= 0.5 is a false alarm (blind
+        # deblurring then tries a free-form kernel first)
+        out["mean_shake_probability"] = sum(shake_probs) / len(shake_probs)
+        out["share_shake_probability>=0.5"] = sum(p >= 0.5 for p in shake_probs) / len(shake_probs)
+    return out
+
+
+def shake_detection(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1,
+                    jpeg: int | None = None) -> dict:
+    """How the estimate reads camera shake, which no family describes: every image blurred
+    ``draws`` times by a random camera-shake kernel (:func:`fastdeblur.psf.camera_shake`, 9-31 px,
+    its default path; as ``bench/eval_blind.py``'s camera shakes), then ``estimate``. Blind
+    ``auto`` tries a free-form kernel first when the confidence is below 0.5."""
+    g = torch.Generator().manual_seed(seed)
+    confidences, shake_probs = [], []
+    for image in [im for _ in range(draws) for im in images]:
+        size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
+        kernel = psf.camera_shake(size, generator=g, dtype=torch.float32)
+        y = convolve(image[None], kernel, boundary="reflect")[0]
+        if noise > 0:
+            y = y + noise * torch.randn(y.shape, generator=g)
+        y = y.clamp(0, 1)
+        if jpeg is not None:
+            y = jpeg_roundtrip(y, jpeg)
+        r = est.estimate(y, compressed=jpeg is not None)
+        confidences.append(r.confidence)
+        if r.shake_probability is not None:
+            shake_probs.append(r.shake_probability)
+    out = {"n_images": len(confidences),
+           "share_confidence<0.5": sum(c < 0.5 for c in confidences) / len(confidences),
+           "mean_confidence": sum(confidences) / len(confidences)}
+    if shake_probs:
+        out["mean_shake_probability"] = sum(shake_probs) / len(shake_probs)
+        out["share_shake_probability>=0.5"] = sum(p >= 0.5 for p in shake_probs) / len(shake_probs)
     return out
 
 
@@ -314,10 +356,14 @@ def main() -> None:
         if args.jpeg is None:
             row |= patch_accuracy(est, val_images, noise, args.patches, seed=100 + j)
         row |= image_level(est, val_images, noise, seed=200 + j, draws=args.draws, jpeg=args.jpeg)
+        row["camera_shake"] = shake_detection(est, val_images, noise, seed=300 + j,
+                                              jpeg=args.jpeg)
         if not args.no_paper:
             key = "paper" if args.jpeg is None else "without_jpeg_verdict"
             row[key] = image_level(paper, val_images, noise, seed=200 + j, draws=args.draws,
                                    jpeg=args.jpeg)
+            row[key]["camera_shake"] = shake_detection(paper, val_images, noise, seed=300 + j,
+                                                       jpeg=args.jpeg)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
