@@ -663,7 +663,7 @@ def train_spectrum_classifier(
         return F.cross_entropy(m(power, noise), labels, label_smoothing=0.02)
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-3)
-    steps = epochs * -(-n_train // batch_size)
+    steps = epochs * -(-len(train["labels"]) // batch_size)  # the shake crops too
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
     trainer = Trainer(
         model,

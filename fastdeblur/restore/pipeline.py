@@ -25,7 +25,9 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
      the noise level (:func:`blur_residual`).
 
   **Camera shake.** When the estimate's confidence is below :data:`SHAKE_CONFIDENCE` (0.5:
-  no parametric family explains the image well enough to trust its type), a free-form kernel
+  no parametric family explains the image well enough to trust its type; the confidence
+  includes the spectrum classifier's camera-shake probability,
+  :attr:`~fastdeblur.estimate.BlurEstimate.shake_probability`), a free-form kernel
   is first estimated from the image itself
   (:func:`fastdeblur.restore.kernel_estimation.estimate_kernel`, 31 px by default:
   ``shake_size``) and tried before the families, with a looser ringing limit
@@ -755,8 +757,10 @@ def _wants_shake(blind_kernel: str, est: Any, y: torch.Tensor, size: int,
 
 def _describe_shake(size: int, est: Any) -> str:
     confidence = float(getattr(est, "confidence", 1.0))
+    shake = getattr(est, "shake_probability", None)
     return (f"{SHAKE_DESCRIPTION} ({size} px; the parametric estimate has confidence "
-            f"{confidence:.2f})")
+            f"{confidence:.2f}" + ("" if shake is None else
+                                   f", camera-shake probability {shake:.2f}") + ")")
 
 
 def _floored(sigma: torch.Tensor, floor: float | None) -> torch.Tensor:
