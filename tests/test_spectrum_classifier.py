@@ -431,3 +431,25 @@ def test_train_spectrum_with_shake_crops_tiny(tmp_path: Path) -> None:
     r = runner.invoke(_app(), ["train", "spectrum", "--shake-crops", "-1",
                                "--output", str(out)])
     assert r.exit_code == 1 and "--shake-crops" in r.output
+
+
+def test_classify_json_reports_the_shake_probability(tmp_path: Path) -> None:
+    """With the shipped weights (a shake class in the spectrum classifier), ``classify --json``
+    adds the camera-shake probability to the issue's four keys."""
+    import numpy as np
+    from PIL import Image
+
+    if BlurEstimator.load().spectrum_classifier.classes != 4:
+        pytest.skip("the shipped spectrum classifier has no camera-shake class")
+    from fastdeblur import psf
+    from fastdeblur.convolution import convolve
+
+    image = load_images(None, gray=True)[0][:, :256, :256]
+    kernel = psf.from_params("gaussian", {"sigma": 2.0}, dtype=torch.float32)
+    y = convolve(image[None], kernel, boundary="reflect")[0, 0].clamp(0, 1)
+    Image.fromarray((y.numpy() * 255).round().astype(np.uint8)).save(tmp_path / "g.png")
+    r = runner.invoke(_app(), ["classify", str(tmp_path / "g.png"), "--json"])
+    assert r.exit_code == 0, r.output
+    record = json.loads(r.stdout.strip())
+    assert set(record) == {"file", "blur_type", "params", "confidence", "shake_probability"}
+    assert 0 <= record["shake_probability"] < 0.5

@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 "params": {k: round(v, 3) for k, v in result.params.items()},
                 "confidence": round(result.confidence, 3),
             }
+            if result.shake_probability is not None:
+                record["shake_probability"] = round(result.shake_probability, 3)
             if as_json:
                 typer.echo(json.dumps(record))
             else:
