@@ -58,23 +58,24 @@ What ``method="auto"`` does (chosen by measurement, ``bench/eval_deblur.py``):
   fit is tried before NAFNet. Measured on held-out photos,
   256×256 crops, σn = 0.01, never on Levin (``bench/results/deblur_blind.json``; mean PSNR;
   blurred input 22.88 dB on 51 uniform Gaussian/motion/defocus blurs, 23.88 on 12 random
-  camera shakes): ``auto`` 26.23 / 26.57, the true kernel with the same deconvolution 26.63 /
+  camera shakes): ``auto`` 26.22 / 27.66, the true kernel with the same deconvolution 26.63 /
   30.82 (gap 0.40 dB on the parametric blurs: target 0.5 dB, met); ``auto`` with the
   parametric families only (``blind_kernel="parametric"``, ``auto`` before the free-form
-  kernel) 26.40 / 24.71; with the free-form kernel first on every image (``"shake"``)
-  24.10 / 27.66; the verdict's kernel alone 25.48 / 24.71, the verdict's kernel or NAFNet
-  26.15 / 24.71, NAFNet alone 23.44 / 24.21. The free-form kernel was kept on 6 of the 12
-  camera shakes and on 2 of the 51 parametric blurs (both estimated at the edge of the
-  supported range, hence the low confidence: a 3.8 px motion, 7.0 dB below its parametric
-  fit, and a 9.7 px defocus, 1.5 dB below). The thresholds are the best of the sweep in the
-  JSON. On real camera shake (Levin, 32 images, noise-free, circular borders; compared after
-  the best shift of up to 5 px, as the field does, since Levin's kernels are not centred)
-  ``auto`` gives 25.64 dB against 23.11 for the input, 23.30 with the parametric families
-  only, 27.78 with the free-form kernel first, 23.80 for NAFNet and 33.46 with the true
-  kernel (same call); the free-form kernel was kept on 14 of the 32. The aligned error ratio
-  is <= 2 on 21.9 % of the images (37.5 % with the free-form kernel first; the field's bar:
-  90 %, missed). Without the alignment: 21.04 dB against 21.26 for the input and 20.75 with
-  the parametric families.
+  kernel) 26.39 / 24.71; with the free-form kernel first on every image (``"shake"``)
+  24.10 / 27.66; the verdict's kernel alone 25.48 / 24.71, NAFNet alone 23.44 / 24.21. The
+  free-form kernel was kept on 11 of the 12 camera shakes (the spectrum classifier's shake
+  probability was 0.56–0.99 on all 12; 6 of the 12 and 26.57 dB before it had a shake class)
+  and on 2 of the 51 parametric blurs (both estimated at the edge of the supported range,
+  hence the low confidence: a 3.8 px motion, 7.0 dB below its parametric fit, and a 9.7 px
+  defocus, 1.5 dB below). The thresholds are the best of the sweep in the JSON. On real
+  camera shake (Levin, 32 images, noise-free, circular borders; compared after the best shift
+  of up to 5 px, as the field does, since Levin's kernels are not centred) ``auto`` gives
+  27.05 dB against 23.11 for the input, 23.31 with the parametric families only, 27.78 with
+  the free-form kernel first, 23.80 for NAFNet and 33.46 with the true kernel (same call);
+  the free-form kernel was kept on 26 of the 32 (14, and 25.64 dB, before the shake class).
+  The aligned error ratio is <= 2 on 31.2 % of the images (37.5 % with the free-form kernel
+  first; the field's bar: 90 %, missed). Without the alignment: 21.28 dB against 21.26 for
+  the input and 20.73 with the parametric families.
 
   ``DeblurResult.details`` says what ran and why (``reason``, one line), every kernel tried
   (``candidates``: its ``residual``, ``overshoot``, where it was tested and whether it was
