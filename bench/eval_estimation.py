@@ -143,6 +143,19 @@ def _size_bin(blur_type: str, params: dict) -> str:
     return next((key for key, _, high in thirds if size <= high), thirds[-1][0])
 
 
+def _blur_and_estimate(est: BlurEstimator, image: torch.Tensor, kernel: torch.Tensor,
+                       noise: float, g: torch.Generator, jpeg: int | None):
+    """``estimate`` of ``image (1, H, W)`` blurred by ``kernel`` (reflect border), with white
+    noise ``noise`` drawn from ``g``, clamped, and stored as JPEG of quality ``jpeg`` if given."""
+    y = convolve(image[None], kernel, boundary="reflect")[0]
+    if noise > 0:
+        y = y + noise * torch.randn(y.shape, generator=g)
+    y = y.clamp(0, 1)
+    if jpeg is not None:
+        y = jpeg_roundtrip(y, jpeg)
+    return est.estimate(y, compressed=jpeg is not None)
+
+
 def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1,
                 jpeg: int | None = None) -> dict:
     g = torch.Generator().manual_seed(seed)
@@ -158,13 +171,7 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
         for t in BLUR_TYPES:
             params = sample_params(t, g, DEFAULT_RANGES)
             kernel = psf.from_params(t, params, dtype=torch.float32)
-            y = convolve(image[None], kernel, boundary="reflect")[0]
-            if noise > 0:
-                y = y + noise * torch.randn(y.shape, generator=g)
-            y = y.clamp(0, 1)
-            if jpeg is not None:
-                y = jpeg_roundtrip(y, jpeg)
-            r = est.estimate(y, compressed=jpeg is not None)
+            r = _blur_and_estimate(est, image, kernel, noise, g, jpeg)
             total += 1
             correct += r.blur_type == t
             confidences.append(r.confidence)
@@ -217,13 +224,7 @@ def shake_detection(est: BlurEstimator, images: list, noise: float, seed: int, d
     for image in [im for _ in range(draws) for im in images]:
         size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
         kernel = psf.camera_shake(size, generator=g, dtype=torch.float32)
-        y = convolve(image[None], kernel, boundary="reflect")[0]
-        if noise > 0:
-            y = y + noise * torch.randn(y.shape, generator=g)
-        y = y.clamp(0, 1)
-        if jpeg is not None:
-            y = jpeg_roundtrip(y, jpeg)
-        r = est.estimate(y, compressed=jpeg is not None)
+        r = _blur_and_estimate(est, image, kernel, noise, g, jpeg)
         confidences.append(r.confidence)
         if r.shake_probability is not None:
             shake_probs.append(r.shake_probability)
