@@ -287,3 +287,45 @@ def test_noise_floor_raises_only_an_estimated_noise_level() -> None:
     low = deblur_with_details(y, kernel=k, noise_floor=1e-6)
     assert "noise_floor" not in low.details
     torch.testing.assert_close(low.image, deblur_with_details(y, kernel=k).image)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_trusted_jpeg_verdict_gets_the_looser_checks(
+        monkeypatch: pytest.MonkeyPatch, compressed: bool) -> None:
+    """On a compressed image, a trusted verdict whose rivals are improbable is checked only for
+    heavy ringing (SHAKE_OVERSHOOT) and not for its residual; on a clean image, and when a rival
+    family is plausible or the verdict not trusted, the usual checks apply."""
+    fits = {"gaussian": {"sigma": 1.5}, "motion": {"length": 9.0, "angle": 30.0},
+            "defocus": {"radius": 2.0}}
+    sure = _estimate_with_fits("gaussian", fits, {"gaussian": 0.97, "motion": 0.02,
+                                                  "defocus": 0.01})
+    rival = _estimate_with_fits("gaussian", fits, {"gaussian": 0.9, "motion": 0.02,
+                                                   "defocus": 0.08})
+    unsure = _estimate_with_fits("gaussian", fits, {"gaussian": 0.97, "motion": 0.02,
+                                                    "defocus": 0.01}, confidence=0.4)
+    assert pipeline._verdict_beyond_doubt(sure)
+    assert not pipeline._verdict_beyond_doubt(rival)
+    assert not pipeline._verdict_beyond_doubt(unsure)
+    seen: list = []
+
+    def capture(y, candidates, *args):
+        seen.append(list(candidates))
+        return None  # every kernel rejected: the learned fallback runs
+
+    monkeypatch.setattr(pipeline, "_first_fitting_kernel", capture)
+    y = _blurred(psf.from_params("gaussian", {"sigma": 1.5}, dtype=torch.float32), size=64)
+    for est in (sure, rival):
+        monkeypatch.setattr(pipeline, "_estimate", lambda y, compressed=False, est=est: est)
+        pipeline.deblur_with_details(y, compressed=compressed, blind_kernel="parametric")
+    (first_sure, *rest_sure), (first_rival, *_) = seen
+    loose = compressed
+    assert first_sure.overshoot_limit == (pipeline.SHAKE_OVERSHOOT if loose else None)
+    assert first_sure.check_residual is not loose
+    assert all(c.overshoot_limit is None and c.check_residual for c in rest_sure)
+    assert first_rival.overshoot_limit is None and first_rival.check_residual
+
+
+def test_fallback_reason_without_the_residual() -> None:
+    assert pipeline.fallback_reason(None, None, 0.005, 0.01) is None
+    assert "rings" in pipeline.fallback_reason(None, None, 0.02, 0.01)
+    assert "explain" in pipeline.fallback_reason(None, 5.0, 0.0, 0.01)
