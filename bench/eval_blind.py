@@ -333,16 +333,23 @@ def synthetic_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:
     return rows
 
 
-def camera_shake_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:
+def random_shake(g: torch.Generator) -> tuple[int, torch.Tensor]:
+    """The benchmarks' camera shake: a side of 9-31 px (odd) and a
+    :func:`fastdeblur.psf.camera_shake` kernel of it with its default path, drawn from ``g``."""
     from fastdeblur import psf
+
+    size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
+    return size, psf.camera_shake(size, generator=g, dtype=torch.float32)
+
+
+def camera_shake_rows(shared: Path, names: list[str], quick: bool) -> list[dict]:
     from fastdeblur.convolution import convolve
 
     g = torch.Generator().manual_seed(1)
     rows = []
     for i, name in enumerate(names):
         sharp_t = load_image(shared, name)
-        size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
-        kernel = psf.camera_shake(size, generator=g, dtype=torch.float32)
+        size, kernel = random_shake(g)
         blurred = convolve(sharp_t[None], kernel, boundary="reflect")[0]
         y = _noisy(blurred, 5000 + i)
         row = {"set": "camera_shake", "image": name, "type": "camera_shake",

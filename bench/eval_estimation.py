@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 from bench._timing import machine, measure
+from bench.eval_blind import random_shake
 from fastdeblur import psf
 from fastdeblur.convolution import convolve
 from fastdeblur.estimate.data import estimator_images, synth_patches
@@ -216,14 +217,13 @@ def image_level(est: BlurEstimator, images: list, noise: float, seed: int, draws
 def shake_detection(est: BlurEstimator, images: list, noise: float, seed: int, draws: int = 1,
                     jpeg: int | None = None) -> dict:
     """How the estimate reads camera shake, which no family describes: every image blurred
-    ``draws`` times by a random camera-shake kernel (:func:`fastdeblur.psf.camera_shake`, 9-31 px,
-    its default path; as ``bench/eval_blind.py``'s camera shakes), then ``estimate``. Blind
+    ``draws`` times by a random camera-shake kernel (``bench.eval_blind.random_shake``: 9-31 px,
+    as that benchmark's camera shakes), then ``estimate``. Blind
     ``auto`` tries a free-form kernel first when the confidence is below 0.5."""
     g = torch.Generator().manual_seed(seed)
     confidences, shake_probs = [], []
     for image in [im for _ in range(draws) for im in images]:
-        size = 9 + 2 * int(torch.randint(0, 12, (), generator=g))
-        kernel = psf.camera_shake(size, generator=g, dtype=torch.float32)
+        _, kernel = random_shake(g)
         r = _blur_and_estimate(est, image, kernel, noise, g, jpeg)
         confidences.append(r.confidence)
         if r.shake_probability is not None:

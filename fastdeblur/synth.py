@@ -377,9 +377,19 @@ class BlurPatchDataset(torch.utils.data.Dataset):
         """The generator of item ``index``: a function of ``(seed, index)`` only."""
         return torch.Generator().manual_seed((self.seed * 1_000_003 + index) % (2**63))
 
-    def __getitem__(self, index: int) -> dict:
+    def draw_kernel(self, type_index: int, g: torch.Generator
+                    ) -> tuple[dict[str, float], torch.Tensor, int]:
+        """``(params, kernel (S, S), margin)`` of an item of type ``types[type_index]``, drawn
+        from ``g``; the margin is the window's border the blur reaches. Subclasses that draw
+        other kernels (camera shake) override this."""
         from fastdeblur import psf as psf_models
 
+        blur_type = self.types[type_index]
+        params = sample_params(blur_type, g, self.ranges)
+        kernel = psf_models.from_params(blur_type, params, dtype=torch.float32)
+        return params, kernel, kernel_radius(blur_type, params)
+
+    def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
         g = self.generator(index)
@@ -387,14 +397,11 @@ class BlurPatchDataset(torch.utils.data.Dataset):
             type_index = index % len(self.types)
         else:
             type_index = int(torch.randint(len(self.types), (), generator=g))
-        blur_type = self.types[type_index]
-        params = sample_params(blur_type, g, self.ranges)
+        params, kernel, margin = self.draw_kernel(type_index, g)
         lo, hi = self.noise_sigma
         noise = lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64).item()
         P = self.patch_size
-        margin = kernel_radius(blur_type, params)
         crop = draw_window(self.images, P, margin, g, self.min_gradient_energy, tries=20)
-        kernel = psf_models.from_params(blur_type, params, dtype=torch.float32)
         blurred = convolve(crop.unsqueeze(0), kernel, boundary="reflect")[0]
         sharp = crop[:, margin : margin + P, margin : margin + P].clone()
         blurred = blurred[:, margin : margin + P, margin : margin + P]

@@ -370,29 +370,20 @@ def shake_kernel(generator: torch.Generator, tries: int = 20) -> torch.Tensor:
     return kernel
 
 
-class _ShakeCrops:
+class _ShakeCrops(BlurPatchDataset):
     """``count`` gray ``window``² crops of ``images`` blurred by :func:`shake_kernel` (reflect
-    border) plus white noise uniform in ``noise_sigma``; item ``i`` depends on ``(seed, i)``
-    only, and looks like a :class:`~fastdeblur.synth.BlurPatchDataset` item."""
+    border) plus white noise uniform in ``noise_sigma``, labelled ``len(BLUR_TYPES)`` (camera
+    shake in :data:`SPECTRUM_CLASSES`); item ``i`` depends on ``(seed, i)`` only."""
 
     def __init__(self, images: Sequence[torch.Tensor], window: int, count: int,
                  noise_sigma: tuple[float, float], seed: int) -> None:
-        self.images, self.window, self.count = images, window, count
-        self.noise_sigma, self.seed = noise_sigma, seed
+        super().__init__(images, patch_size=window, length=count, noise_sigma=noise_sigma,
+                         seed=seed, gray=True)
+
+    def draw_kernel(self, type_index: int, g: torch.Generator
+                    ) -> tuple[dict[str, float], torch.Tensor, int]:
+        kernel = shake_kernel(g)
+        return {"size": float(kernel.shape[-1])}, kernel, kernel.shape[-1] // 2 + 1
 
     def __getitem__(self, index: int) -> dict:
-        from fastdeblur.convolution import convolve
-        from fastdeblur.synth import draw_window
-
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % (2**63))
-        kernel = shake_kernel(g)
-        lo, hi = self.noise_sigma
-        noise = lo + (hi - lo) * torch.rand((), generator=g, dtype=torch.float64).item()
-        margin = kernel.shape[-1] // 2 + 1
-        crop = draw_window(self.images, self.window, margin, g)
-        blurred = convolve(crop[None], kernel, boundary="reflect")[0]
-        blurred = blurred[:, margin:margin + self.window, margin:margin + self.window]
-        if noise > 0:
-            blurred = blurred + noise * torch.randn(blurred.shape, generator=g)
-        return {"blurred": blurred, "blur_type": len(BLUR_TYPES),
-                "params": {"size": float(kernel.shape[-1])}, "noise_sigma": noise}
+        return super().__getitem__(index) | {"blur_type": len(BLUR_TYPES)}
