@@ -186,6 +186,14 @@ def eval_levin_kernels(model: torch.nn.Module, val_images: list[torch.Tensor], d
             "mean_gain_db": float(np.mean(gains)), "gain_db_per_kernel": per_kernel}
 
 
+def heldout_pairs(val_images: list[torch.Tensor], family: str, pairs: int,
+                  patch: int) -> DeblurPairDataset:
+    """The evaluation pairs of one blur family: ``pairs`` crops of ``patch`` px of the held-out
+    images, with a seed the training never uses."""
+    return DeblurPairDataset(val_images, patch_size=patch, length=pairs, families=(family,),
+                             seed=EVAL_SEED, augment=False)
+
+
 def eval_synthetic(model: torch.nn.Module, val_images: list[torch.Tensor], pairs: int,
                    patch: int) -> dict:
     """PSNR/SSIM per blur family on pairs cut from the held-out validation images."""
@@ -193,8 +201,7 @@ def eval_synthetic(model: torch.nn.Module, val_images: list[torch.Tensor], pairs
 
     out = {}
     for family in BLUR_FAMILIES:
-        data = DeblurPairDataset(val_images, patch_size=patch, length=pairs, families=(family,),
-                                 seed=EVAL_SEED, augment=False)
+        data = heldout_pairs(val_images, family, pairs, patch)
         scores = {"psnr_in": [], "psnr_out": [], "ssim_in": [], "ssim_out": []}
         for k in range(pairs):
             item = data[k]

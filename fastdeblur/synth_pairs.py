@@ -29,6 +29,7 @@ the set of sharp patches). Gray source images are replicated to three channels.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ from fastdeblur.synth import (
     sample_params,
 )
 
-__all__ = ["BLUR_FAMILIES", "DeblurPairDataset", "load_rgb_images"]
+__all__ = ["BLUR_FAMILIES", "DeblurPairDataset", "DeconvolvedPairDataset", "load_rgb_images"]
 
 BLUR_FAMILIES: tuple[str, ...] = (
     "gaussian",
@@ -243,3 +244,119 @@ class DeblurPairDataset(torch.utils.data.Dataset):
         if self.clip:
             blurred = blurred.clamp(0, 1)
         return {"blurred": blurred.contiguous(), "sharp": sharp, "family": family_index}
+
+
+class DeconvolvedPairDataset(torch.utils.data.Dataset):
+    """Pairs whose input is the classical blind deblurring of a synthetic blurred patch.
+
+    The training data of a kernel-guided NAFNet (``fastdeblur train nafnet --input deconvolved``;
+    no such weights ship, see ``docs/nafnet.md``): item ``i`` of
+    ``pairs`` (a :class:`DeblurPairDataset`) is deblurred by the classical blind pipeline
+    (:func:`fastdeblur.restore.pipeline.deblur_with_details`, ``method="auto"``: blur estimate,
+    kernel, hyper-Laplacian deconvolution), and the network learns to turn that result, seen
+    beside the blurred patch, into the sharp patch. Items whose classical attempt falls back to
+    the blind NAFNet (no kernel fits) are not used: item ``i`` then takes the pair ``i + n``,
+    ``i + 2n``, ... (``n = length``) of ``pairs``, so ``pairs`` should hold a few times
+    ``length`` items.
+
+    The classical pass takes about a second per 192-px patch, so items are cached on disk
+    (``cache_dir/<i>.pt``, written atomically): processes filling disjoint index ranges
+    (:meth:`fill`) share one cache, and a resumed run reads it back.
+
+    Item ``i`` is ``{"blurred": (6, P, P), "sharp": (3, P, P), "family": int}``: the network
+    input ``blurred`` holds the classical result (clamped to [0, 1]) and then the blurred patch;
+    with ``crop`` it is a random ``crop × crop`` window of that pair with a random flip and
+    transposition, drawn from ``(seed, epoch, i)`` (call :meth:`set_epoch` for new windows).
+
+    Args:
+        pairs: The synthetic pairs.
+        length: Items of this dataset.
+        cache_dir: Folder of the cached items.
+        crop: Side of a random window (default: the whole patch).
+        seed: Seed of the windows.
+    """
+
+    def __init__(self, pairs: DeblurPairDataset, length: int, cache_dir: str | Path,
+                 crop: int | None = None, seed: int = 0) -> None:
+        if length < 1:
+            raise ValueError(f"length must be >= 1; got {length}")
+        if crop is not None and not 8 <= crop <= pairs.patch_size:
+            raise ValueError(f"crop must be in [8, {pairs.patch_size}]; got {crop}")
+        self.pairs = pairs
+        self.length = length
+        self.cache_dir = Path(cache_dir)
+        self.crop = crop
+        self.seed = seed
+        self.epoch = 0
+        self.families = pairs.families
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the windows of ``epoch`` from now on."""
+        self.epoch = epoch
+
+    def _path(self, index: int) -> Path:
+        return self.cache_dir / f"{index:06d}.pt"
+
+    def deconvolved(self, index: int) -> dict:
+        """Item ``index`` before windowing (computed, or read back from the cache):
+        ``{"classical", "blurred", "sharp": (3, P, P), "family", "source": int tensors}``."""
+        from fastdeblur.restore.pipeline import deblur_with_details
+
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        path = self._path(index)
+        if path.is_file():
+            item = torch.load(path, weights_only=True)
+            return {k: v.float() if v.is_floating_point() else v for k, v in item.items()}
+        for source in range(index, len(self.pairs), self.length):
+            pair = self.pairs[source]
+            result = deblur_with_details(pair["blurred"], method="auto")
+            if result.method != "nafnet":
+                break
+        else:
+            raise ValueError(f"item {index}: no pair of {len(self.pairs)} that a kernel fits; "
+                             "give more pairs")
+        item = {"classical": result.image.float().clamp(0, 1), "blurred": pair["blurred"],
+                "sharp": pair["sharp"], "family": torch.tensor(pair["family"]),
+                "source": torch.tensor(source)}
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        # half precision halves the cache; its step (< 5e-4 on [0, 1]) is below 8-bit's
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in item.items()},
+                   partial)
+        partial.replace(path)
+        return item
+
+    def fill(self, start: int = 0, stop: int | None = None, progress: bool = False) -> None:
+        """Compute and cache items ``start .. stop - 1`` (those not cached yet)."""
+        from fastdeblur._progress import progress_bar
+
+        stop = self.length if stop is None else min(stop, self.length)
+        todo = [i for i in range(start, stop) if not self._path(i).is_file()]
+        bar = progress_bar()
+        with bar if progress else contextlib.nullcontext():
+            task = bar.add_task("classical deblurring", total=len(todo))
+            for i in todo:
+                self.deconvolved(i)
+                bar.advance(task)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.deconvolved(index)
+        blurred, sharp = torch.cat([item["classical"], item["blurred"]]), item["sharp"]
+        if self.crop is not None:
+            g = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + self.epoch * 65_537 + index * 7_919 + 23) % 2**63)
+            P, c = blurred.shape[-1], self.crop
+            y0, x0 = (int(v) for v in torch.randint(P - c + 1, (2,), generator=g))
+            flip, transpose = (bool(v) for v in torch.randint(2, (2,), generator=g))
+
+            def window(x: torch.Tensor) -> torch.Tensor:
+                x = x[..., y0 : y0 + c, x0 : x0 + c]
+                x = x.flip(-1) if flip else x
+                return (x.transpose(-2, -1) if transpose else x).contiguous()
+
+            blurred, sharp = window(blurred), window(sharp)
+        return {"blurred": blurred, "sharp": sharp, "family": int(item["family"])}

@@ -100,13 +100,28 @@ def test_nafnet_global_residual() -> None:
         torch.testing.assert_close(net(x), x)
 
 
+def test_guided_nafnet_adds_the_residual_to_the_image_channels() -> None:
+    net = randomise(small_net(guide_channels=3)).eval()
+    assert net.intro.in_channels == 6 and net.ending.out_channels == 3
+    x = torch.rand(1, 6, 10, 11)
+    with torch.no_grad():
+        out = net(x)
+        net.ending.weight.data.zero_()
+        net.ending.bias.data.zero_()
+        torch.testing.assert_close(net(x), x[:, :3])  # the guide only feeds the residual
+    assert out.shape == (1, 3, 10, 11)
+    with pytest.raises(ValueError, match="guide_channels"):
+        NAFNet(guide_channels=-1)
+
+
 @native
 @pytest.mark.parametrize("train", [True, False])
-def test_fused_nafnet_matches_reference(train: bool) -> None:
-    ref = randomise(small_net(), 0.3).train(train)
+@pytest.mark.parametrize("guide_channels", [0, 3])
+def test_fused_nafnet_matches_reference(train: bool, guide_channels: int) -> None:
+    ref = randomise(small_net(guide_channels=guide_channels), 0.3).train(train)
     fused = copy.deepcopy(ref).set_fused(True)
     assert fused.fused and not ref.fused
-    x = torch.rand(2, 3, 13, 18)
+    x = torch.rand(2, 3 + guide_channels, 13, 18)
     x_ref = x.clone().requires_grad_()
     x_fused = x.clone().requires_grad_()
     out_ref, out_fused = ref(x_ref), fused(x_fused)

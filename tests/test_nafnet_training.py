@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from fastdeblur.cli.train_nafnet import add_commands
 from fastdeblur.models.nafnet import NAFNet
 from fastdeblur.models.pretrained import load_nafnet, nafnet_deblur
 from fastdeblur.synth_pairs import BLUR_FAMILIES, DeblurPairDataset
-from fastdeblur.train.export import load_safetensors
+from fastdeblur.train.export import export_safetensors, load_safetensors
 from fastdeblur.train.nafnet import (
     NAFNetTrainConfig,
     _EpochPairs,
@@ -404,3 +405,160 @@ def test_shipped_weights_load_and_run() -> None:
     image = torch.rand(1, 3, 24, 24)
     out = nafnet_deblur(image)
     assert out.shape == image.shape and torch.isfinite(out).all()
+
+
+# ---- kernel-guided NAFNet: classical results as the input --------------------------------
+
+
+class _FakeResult:
+    def __init__(self, image: torch.Tensor, method: str) -> None:
+        self.image, self.method = image, method
+
+
+def _fake_classical(monkeypatch: pytest.MonkeyPatch, refused: set[int]) -> list[torch.Tensor]:
+    """Replace the classical pipeline by a marker (input + 0.25, clamped); the calls whose
+    position is in ``refused`` report the blind NAFNet fallback."""
+    from fastdeblur.restore import pipeline
+
+    calls: list[torch.Tensor] = []
+
+    def fake(image: torch.Tensor, method: str = "auto") -> _FakeResult:
+        assert method == "auto"
+        calls.append(image)
+        return _FakeResult((image + 0.25).clamp(0, 1),
+                           "nafnet" if len(calls) - 1 in refused else "hyperlaplacian")
+
+    monkeypatch.setattr(pipeline, "deblur_with_details", fake)
+    return calls
+
+
+def test_deconvolved_pairs_cache_crop_and_skip(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    from fastdeblur.synth_pairs import DeconvolvedPairDataset
+
+    pairs = DeblurPairDataset(_smooth_images(3), patch_size=32, length=12, seed=5)
+    calls = _fake_classical(monkeypatch, refused={1})
+    data = DeconvolvedPairDataset(pairs, 4, tmp_path / "cache", crop=16, seed=2)
+    assert len(data) == 4 and data.families == pairs.families
+    whole = data.deconvolved(0)
+    torch.testing.assert_close(whole["classical"], (pairs[0]["blurred"] + 0.25).clamp(0, 1))
+    torch.testing.assert_close(whole["blurred"], pairs[0]["blurred"])
+    torch.testing.assert_close(whole["sharp"], pairs[0]["sharp"])
+    # item 1's first pair is refused (no kernel fits): it takes pair 1 + 4
+    item1 = data.deconvolved(1)
+    assert int(item1["source"]) == 5 and len(calls) == 3
+    torch.testing.assert_close(item1["sharp"], pairs[5]["sharp"])
+    # cached in half precision: read back without calling the pipeline again
+    again = data.deconvolved(0)
+    assert len(calls) == 3
+    for key in ("classical", "blurred", "sharp"):
+        torch.testing.assert_close(again[key], whole[key], atol=5e-4, rtol=0)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["000000.pt", "000001.pt"]
+    # windows: crop-sized, cut from the same place of input and target, new each epoch
+    a = data[0]
+    assert a["blurred"].shape == (6, 16, 16) and a["sharp"].shape == (3, 16, 16)
+    assert a["family"] == pairs[0]["family"]
+    # the input is the classical result, then the blurred patch, windowed like the target
+    torch.testing.assert_close(a["blurred"][:3], (a["blurred"][3:] + 0.25).clamp(0, 1),
+                               atol=5e-4, rtol=0)
+    torch.testing.assert_close(data[0]["sharp"], a["sharp"])
+    data.set_epoch(1)
+    assert not torch.equal(data[0]["sharp"], a["sharp"])
+    data.fill(progress=False)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 4
+    with pytest.raises(IndexError):
+        data.deconvolved(4)
+    with pytest.raises(ValueError, match="crop"):
+        DeconvolvedPairDataset(pairs, 4, tmp_path / "c2", crop=40)
+
+
+def test_deconvolved_pairs_say_when_no_kernel_fits(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    from fastdeblur.synth_pairs import DeconvolvedPairDataset
+
+    pairs = DeblurPairDataset(_smooth_images(3), patch_size=32, length=8, seed=5)
+    _fake_classical(monkeypatch, refused={0, 1})
+    data = DeconvolvedPairDataset(pairs, 4, tmp_path / "cache")
+    with pytest.raises(ValueError, match="no pair of 8"):
+        data.deconvolved(0)
+    assert not list((tmp_path / "cache").glob("*"))  # nothing half-written
+
+
+def test_train_on_deconvolved_pairs(monkeypatch: pytest.MonkeyPatch, image_dir: Path,
+                                    tmp_path: Path) -> None:
+    calls = _fake_classical(monkeypatch, refused=set())
+    cfg = _tiny_config(image_dir, input="deconvolved", source_patch=32,
+                       pairs_cache=str(tmp_path / "pairs"))
+    train, val = build_data(cfg)
+    assert train[0]["blurred"].shape == (6, 16, 16)  # windows of the 32-px classical results
+    assert val[0]["blurred"].shape == (6, 32, 32)
+    result = train_nafnet(cfg, tmp_path / "run", progress=False)
+    assert result["steps"] == cfg.epochs * cfg.steps_per_epoch
+    assert math.isfinite(result["best_val_psnr"])
+    assert len(list((tmp_path / "pairs" / "train").glob("*.pt"))) == 4
+    assert len(list((tmp_path / "pairs" / "val").glob("*.pt"))) == 2
+    n = len(calls)
+    train_nafnet(cfg, tmp_path / "run2", progress=False)  # the cache serves a second run
+    assert len(calls) == n
+    with pytest.raises(ValueError, match="source_patch"):
+        _tiny_config(image_dir, input="deconvolved", source_patch=8)
+    with pytest.raises(ValueError, match="input"):
+        _tiny_config(image_dir, input="sharp")
+
+
+def test_cli_fill_pairs(monkeypatch: pytest.MonkeyPatch, image_dir: Path,
+                        tmp_path: Path) -> None:
+    _fake_classical(monkeypatch, refused=set())
+    base = ["train", "nafnet", "--images", str(image_dir), "--out", str(tmp_path / "run"),
+            "--width", "4", "--enc-blocks", "1,1", "--patch-size", "16", "--source-patch", "32",
+            "--epoch-size", "6", "--val-pairs", "2", "--val-fraction", "0.3", "--no-progress"]
+    result = CliRunner().invoke(_app(), [*base, "--input", "deconvolved", "--fill-pairs", "2:4"])
+    assert result.exit_code == 0, result.output
+    cache = tmp_path / "run" / "pairs"
+    assert sorted(p.name for p in (cache / "train").iterdir()) == ["000002.pt", "000003.pt"]
+    assert not (cache / "val").exists()  # the process from 0 fills the validation items
+    result = CliRunner().invoke(_app(), [*base, "--input", "deconvolved", "--fill-pairs", "0:1"])
+    assert result.exit_code == 0 and len(list((cache / "val").iterdir())) == 2
+    for extra, message in ((["--fill-pairs", "0:2"], "--input deconvolved"),
+                           (["--input", "deconvolved", "--fill-pairs", "3:1"], "START:STOP"),
+                           (["--input", "sharp"], "input")):
+        result = CliRunner().invoke(_app(), [*base, *extra])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_guided_run_starts_from_blind_weights_as_the_identity(image_dir: Path,
+                                                              tmp_path: Path) -> None:
+    blind_cfg = _tiny_config(image_dir)
+    blind = NAFNet(**nafnet_config(blind_cfg))
+    for p in blind.parameters():  # beta and gamma start at 0; make every branch count
+        torch.nn.init.normal_(p, std=0.2)
+    path = tmp_path / "blind.safetensors"
+    export_safetensors(blind, path, metadata={"nafnet_config": nafnet_config(blind_cfg)})
+    guided_cfg = _tiny_config(image_dir, input="deconvolved", pairs_cache=str(tmp_path))
+    config = nafnet_config(guided_cfg)
+    assert config == {**nafnet_config(blind_cfg), "guide_channels": 3}
+    guided = NAFNet(**config)
+    load_init_weights(guided, path, config)
+    x = torch.rand(2, 6, 16, 16)
+    torch.testing.assert_close(guided(x), x[:, :3])  # the classical result, unchanged
+    torch.testing.assert_close(guided.intro.weight[:, :3], blind.intro.weight)
+    other = {**config, "width": 8}
+    with pytest.raises(ValueError, match="the run builds"):
+        load_init_weights(NAFNet(**other), path, other)
+
+
+def test_nafnet_deblur_guide_checks() -> None:
+    guided = NAFNet(img_channel=3, width=4, enc_blk_nums=[1], dec_blk_nums=[1],
+                    guide_channels=3).eval()
+    blind = NAFNet(img_channel=3, width=4, enc_blk_nums=[1], dec_blk_nums=[1]).eval()
+    image, guide = torch.rand(1, 1, 12, 10), torch.rand(1, 1, 12, 10)
+    out = nafnet_deblur(image, model=guided, guide=guide)
+    stacked = torch.cat([image.expand(-1, 3, -1, -1), guide.expand(-1, 3, -1, -1)], 1)
+    torch.testing.assert_close(out, guided(stacked).mean(1, keepdim=True).clamp(0, 1))
+    with pytest.raises(ValueError, match="needs guide"):
+        nafnet_deblur(image, model=guided)
+    with pytest.raises(ValueError, match="takes none"):
+        nafnet_deblur(image, model=blind, guide=guide)
+    with pytest.raises(ValueError, match="shape"):
+        nafnet_deblur(image, model=guided, guide=torch.rand(1, 1, 12, 11))

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from fastdeblur.cli._common import CLIError, cli_errors, console
 from fastdeblur.synth_pairs import BLUR_FAMILIES
+
+if TYPE_CHECKING:
+    from fastdeblur.train.nafnet import NAFNetTrainConfig
 
 
 def _parse_blocks(text: str, name: str) -> list[int]:
@@ -101,6 +105,23 @@ def nafnet(
         "0,0.02", "--noise-sigma",
         help="Noise of the pairs: standard deviation uniform in LOW,HIGH (0-1 units); one "
         "value for a fixed level, 0 for noise-free pairs."),
+    input_kind: str = typer.Option(
+        "blurred", "--input",
+        help="blurred: blind NAFNet (input = the blurred patch). deconvolved: kernel-guided "
+        "NAFNet (input = the classical blind pipeline's result beside the blurred patch)."),
+    source_patch: int = typer.Option(
+        192, "--source-patch", min=16,
+        help="With --input deconvolved: side of the patches the classical pipeline deblurs "
+        "(training windows of --patch-size are cut from them)."),
+    pairs_cache: Path = typer.Option(
+        None, "--pairs-cache",
+        help="With --input deconvolved: folder caching the classical results (default: "
+        "--out/pairs); several processes may fill it (--fill-pairs)."),
+    fill_pairs: str = typer.Option(
+        None, "--fill-pairs", metavar="START:STOP",
+        help="With --input deconvolved: only compute and cache training items START..STOP-1 "
+        "(from 0: also the validation items), then stop; run several at once to use more "
+        "cores."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/last.pt."),
     max_steps: int = typer.Option(None, "--max-steps", min=1,
                                   help="Stop (checkpointed) after this many steps."),
@@ -111,7 +132,7 @@ def nafnet(
                                 help="Write the best EMA weights here (.safetensors + .md card)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train NAFNet on synthetic blurred/sharp pairs (blind deblurring)."""
+    """Train NAFNet on synthetic blurred/sharp pairs (blind, or kernel-guided deblurring)."""
     import torch
 
     from fastdeblur.train.nafnet import NAFNetTrainConfig, format_command, train_nafnet
@@ -143,8 +164,13 @@ def nafnet(
         ema_decay=ema_decay, warmup_steps=warmup_steps, val_pairs=val_pairs, seed=seed,
         data_seed=data_seed, init=str(init) if init is not None else None,
         fresh_pairs=fresh_pairs, fused=fused, shake_speed_variation=shake_speed_variation,
-        families=family_list, noise_sigma=noise_range,
+        families=family_list, noise_sigma=noise_range, input=input_kind,
+        source_patch=source_patch,
+        pairs_cache=str(pairs_cache or out / "pairs") if input_kind == "deconvolved" else None,
     )
+    if fill_pairs is not None:
+        _fill(cfg, fill_pairs, progress)
+        return
     # The options as typed, after "train nafnet" (or after the module name when run standalone).
     argv = sys.argv[1:]
     if "nafnet" in argv:
@@ -160,6 +186,26 @@ def nafnet(
     )
     if result["export"]:
         console.print(f"weights: {result['export']}")
+
+
+def _fill(cfg: NAFNetTrainConfig, text: str, progress: bool) -> None:
+    from fastdeblur.synth_pairs import DeconvolvedPairDataset
+    from fastdeblur.train.nafnet import build_data
+
+    if cfg.input != "deconvolved":
+        raise CLIError("--fill-pairs needs --input deconvolved")
+    try:
+        start, stop = (int(v) for v in text.split(":"))
+    except ValueError:
+        start = stop = -1
+    if not 0 <= start < stop:
+        raise CLIError(f"--fill-pairs must be START:STOP with 0 <= START < STOP; got {text!r}")
+    train, val = build_data(cfg)
+    assert isinstance(train, DeconvolvedPairDataset) and isinstance(val, DeconvolvedPairDataset)
+    if start == 0:  # one of the processes filling the cache computes the validation items
+        val.fill(progress=progress)
+    train.fill(start, stop, progress=progress)
+    console.print(f"cached items {start}..{min(stop, len(train)) - 1} in {cfg.pairs_cache}")
 
 
 def add_commands(train_app: typer.Typer) -> None:

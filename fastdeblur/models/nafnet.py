@@ -114,20 +114,27 @@ class NAFNet(nn.Module):
             + PixelShuffle(2) upsampling and the skip connection). Same length as
             ``enc_blk_nums``.
         fused: Build the blocks with ``fused=True`` (see :class:`NAFBlock`).
+        guide_channels: Extra input channels after the image's (e.g. the blurred image beside
+            a classical deconvolution of it, for the kernel-guided network): the input is
+            ``(B, img_channel + guide_channels, H, W)``; the output is the first
+            ``img_channel`` input channels plus the network's residual.
 
     The defaults are the paper's width-32 deblurring model (GoPro).
     """
 
     def __init__(self, img_channel: int = 3, width: int = 32, middle_blk_num: int = 1,
                  enc_blk_nums: Sequence[int] = (1, 1, 1, 28),
-                 dec_blk_nums: Sequence[int] = (1, 1, 1, 1), fused: bool = False) -> None:
+                 dec_blk_nums: Sequence[int] = (1, 1, 1, 1), fused: bool = False,
+                 guide_channels: int = 0) -> None:
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
             raise ValueError("enc_blk_nums and dec_blk_nums must have the same length, got "
                              f"{list(enc_blk_nums)} and {list(dec_blk_nums)}")
-        if width < 1 or img_channel < 1 or middle_blk_num < 0:
-            raise ValueError("width and img_channel must be >= 1 and middle_blk_num >= 0")
-        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
+        if width < 1 or img_channel < 1 or middle_blk_num < 0 or guide_channels < 0:
+            raise ValueError("width and img_channel must be >= 1, middle_blk_num and "
+                             "guide_channels >= 0")
+        self.img_channel = img_channel
+        self.intro = nn.Conv2d(img_channel + guide_channels, width, 3, padding=1)
         self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
         self.encoders = nn.ModuleList()
         self.decoders = nn.ModuleList()
@@ -160,7 +167,7 @@ class NAFNet(nn.Module):
         return self
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        """``(B, img_channel, H, W) -> (B, img_channel, H, W)``, any H and W."""
+        """``(B, img_channel + guide_channels, H, W) -> (B, img_channel, H, W)``, any H, W."""
         if inp.dim() != 4 or inp.shape[1] != self.intro.in_channels:
             raise ValueError(f"inp must be (B, {self.intro.in_channels}, H, W), got "
                              f"{tuple(inp.shape)}")
@@ -180,7 +187,7 @@ class NAFNet(nn.Module):
         x = self.middle_blks(x)
         for decoder, up, skip in zip(self.decoders, self.ups, reversed(skips), strict=True):
             x = decoder(up(x) + skip)
-        x = self.ending(x) + x0
+        x = self.ending(x) + x0[:, : self.img_channel]
         return x[:, :, :H, :W]
 
 

@@ -109,6 +109,7 @@ def nafnet_deblur(
     tile: int = 512,
     overlap: int = 32,
     device: str | torch.device | None = None,
+    guide: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Remove unknown blur (and noise) from images with the trained NAFNet.
 
@@ -116,6 +117,9 @@ def nafnet_deblur(
         image: ``(B, C, H, W)`` float tensor in [0, 1], ``C`` = 1 (gray) or 3 (RGB).
         model: A NAFNet with ``img_channel=3`` (default: :func:`load_nafnet` of the shipped
             weights).
+        guide: For a model with ``guide_channels=3`` (the kernel-guided network: ``image`` is
+            a classical deblurring of ``guide``, the blurred image): ``guide``, the shape of
+            ``image``; the model sees both, stacked along the channels.
         tile: Tile side for large images (see :func:`tiled_apply`).
         overlap: Overlap of neighbouring tiles.
         device: Where to run (default: the model's device when ``model`` is given, else the
@@ -134,14 +138,24 @@ def nafnet_deblur(
         raise ValueError(f"image must have 1 (gray) or 3 (RGB) channels; got {channels}")
     if model is None:
         model = load_nafnet(device=device if device is not None else image.device)
-    if model.intro.in_channels != 3:
-        raise ValueError(f"model must take 3 channels; got {model.intro.in_channels}")
+    guided = model.intro.in_channels == 6
+    if model.intro.in_channels not in (3, 6) or model.img_channel != 3:
+        raise ValueError(f"model must take 3 channels (or 3 + 3 guide channels) and give 3; "
+                         f"got {model.intro.in_channels} -> {model.img_channel}")
+    if guided != (guide is not None):
+        raise ValueError("a kernel-guided model (6 input channels) needs guide=, the blurred "
+                         "image; a blind one takes none")
+    if guide is not None and guide.shape != image.shape:
+        raise ValueError(f"guide must have the image's shape {tuple(image.shape)}; got "
+                         f"{tuple(guide.shape)}")
     run_device = torch.device(device) if device is not None else next(model.parameters()).device
     if image.numel() == 0:
         return image.clone()
     x = image.to(device=run_device, dtype=torch.float32)
     if channels == 1:
         x = x.expand(-1, 3, -1, -1)
+    if guide is not None:
+        x = torch.cat([x, guide.to(device=run_device, dtype=torch.float32).expand_as(x)], 1)
     was_training = model.training
     model.eval()
     try:

@@ -39,6 +39,7 @@ from fastdeblur.synth import split_images
 from fastdeblur.synth_pairs import (
     BLUR_FAMILIES,
     DeblurPairDataset,
+    DeconvolvedPairDataset,
     load_rgb_images,
     noise_range,
 )
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 LOSSES = ("charbonnier", "psnr")
+INPUTS = ("blurred", "deconvolved")
 
 
 def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -198,6 +200,14 @@ class NAFNetTrainConfig:
             :data:`fastdeblur.synth_pairs.BLUR_FAMILIES`, cycled in turn), e.g. only
             ``camera_shake`` and ``spatially_varying`` for a network that serves where the
             parametric models do not fit.
+        input: ``"blurred"`` (blind NAFNet: the input is the blurred patch) or
+            ``"deconvolved"`` (kernel-guided NAFNet: the input is the classical blind pipeline's
+            result on the blurred patch, :class:`fastdeblur.synth_pairs.DeconvolvedPairDataset`;
+            the same ``epoch_size`` pairs every epoch, in new random ``patch_size`` windows).
+        source_patch: With ``input="deconvolved"``: side of the synthetic patches the classical
+            pipeline deblurs (the blur estimate needs more pixels than a training window).
+        pairs_cache: With ``input="deconvolved"``: folder caching the classical results
+            (default: ``pairs`` in the checkpoint folder).
     """
 
     images: list[str | None] = field(default_factory=lambda: [None])
@@ -226,6 +236,9 @@ class NAFNetTrainConfig:
     fused: bool = True
     shake_speed_variation: float = 0.0
     families: list[str] = field(default_factory=lambda: list(BLUR_FAMILIES))
+    input: str = "blurred"
+    source_patch: int = 192
+    pairs_cache: str | None = None
 
     def __post_init__(self) -> None:
         self.families = list(self.families)
@@ -253,6 +266,8 @@ class NAFNetTrainConfig:
             "families": bool(self.families)
             and len(set(self.families)) == len(self.families)
             and set(self.families) <= set(BLUR_FAMILIES),
+            "input": self.input in INPUTS,
+            "source_patch": self.source_patch >= self.patch_size,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -281,13 +296,16 @@ class NAFNetTrainConfig:
 
 def nafnet_config(cfg: NAFNetTrainConfig) -> dict[str, Any]:
     """The ``NAFNet(**config)`` arguments of a training configuration."""
-    return {
+    config: dict[str, Any] = {
         "img_channel": 3,
         "width": cfg.width,
         "middle_blk_num": cfg.middle_blocks,
         "enc_blk_nums": list(cfg.enc_blocks),
         "dec_blk_nums": list(cfg.dec_blocks or []),
     }
+    if cfg.input == "deconvolved":  # the blurred patch beside the classical result
+        config["guide_channels"] = 3
+    return config
 
 
 class _CachedPairs(torch.utils.data.Dataset):
@@ -341,7 +359,7 @@ def _pairs_tensor(data: DeblurPairDataset) -> tuple[torch.Tensor, torch.Tensor, 
     )
 
 
-def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDataset]:
+def build_data(cfg: NAFNetTrainConfig) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
     """Train dataset and validation dataset (disjoint images) of a configuration.
 
     The train dataset holds every pair of the run (``epochs · epoch_size`` with
@@ -356,6 +374,21 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[DeblurPairDataset, DeblurPairDat
         raise ValueError("val_fraction leaves no validation image")
     common = {"patch_size": cfg.patch_size, "noise_sigma": tuple(cfg.noise_sigma),
               "shake_speed_variation": cfg.shake_speed_variation, "families": cfg.families}
+    if cfg.input == "deconvolved":
+        cache = Path(cfg.pairs_cache) if cfg.pairs_cache is not None else None
+        if cache is None:
+            raise ValueError("input 'deconvolved' needs a pairs_cache folder")
+        common["patch_size"] = cfg.source_patch
+        # a few times as many synthetic pairs: those no kernel fits are skipped
+        train = DeconvolvedPairDataset(
+            DeblurPairDataset(train_images, length=4 * cfg.epoch_size, seed=cfg.pair_seed,
+                              **common),
+            cfg.epoch_size, cache / "train", crop=cfg.patch_size, seed=cfg.pair_seed)
+        val = DeconvolvedPairDataset(
+            DeblurPairDataset(val_images, length=4 * cfg.val_pairs, seed=cfg.seed + 7_777,
+                              augment=False, **common),
+            cfg.val_pairs, cache / "val")
+        return train, val
     length = cfg.epoch_size * (cfg.epochs if cfg.fresh_pairs else 1)
     train = DeblurPairDataset(train_images, length=length, seed=cfg.pair_seed, **common)
     val = DeblurPairDataset(val_images, length=cfg.val_pairs, seed=cfg.seed + 7_777,
@@ -432,7 +465,9 @@ def train_nafnet(
     ema = ModelEMA(model, cfg.ema_decay)
     train_data, val_data = build_data(cfg)
     val_blurred, val_sharp, val_family = _pairs_tensor(val_data)
-    val_input_psnr = float(psnr(val_blurred, val_sharp).mean())
+    # the input's PSNR: the blurred patch's, or for the kernel-guided network the classical
+    # result's (its first three channels)
+    val_input_psnr = float(psnr(val_blurred[:, :3], val_sharp).mean())
     loss_of = charbonnier_loss if cfg.loss == "charbonnier" else psnr_loss
 
     def loss_fn(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -478,8 +513,11 @@ def train_nafnet(
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    if cfg.fresh_pairs:
-        train_view: torch.utils.data.Dataset = _EpochPairs(train_data, cfg.epoch_size)
+    if cfg.input == "deconvolved":
+        # the classical results are cached on disk; each epoch cuts new windows of them
+        train_view: torch.utils.data.Dataset = train_data
+    elif cfg.fresh_pairs:
+        train_view = _EpochPairs(train_data, cfg.epoch_size)
     else:
         train_view = _CachedPairs(train_data) if cfg.cache else train_data
     trainer = EMATrainer(
@@ -525,6 +563,11 @@ def train_nafnet(
 def load_init_weights(model: nn.Module, path: str | Path, config: dict[str, Any]) -> None:
     """Load exported NAFNet weights into ``model`` (the architectures must be the same).
 
+    A kernel-guided ``model`` (``guide_channels`` 3) may start from blind weights of the same
+    architecture otherwise: the first convolution sees the classical result through the blind
+    weights and the guide (the blurred image) through zeros, and the last convolution starts
+    at zero, so the network starts as the identity on the classical result.
+
     Args:
         model: The freshly built network.
         path: A ``.safetensors`` export of ``fastdeblur train nafnet``.
@@ -539,9 +582,19 @@ def load_init_weights(model: nn.Module, path: str | Path, config: dict[str, Any]
     stored = meta.get("nafnet_config")
     if not isinstance(stored, dict):
         raise ValueError(f"init: {path} has no 'nafnet_config' metadata; not a NAFNet export")
-    if json.loads(json.dumps(stored)) != json.loads(json.dumps(config)):
+    stored, config = json.loads(json.dumps(stored)), json.loads(json.dumps(config))
+    guides = config.get("guide_channels", 0)
+    from_blind = guides > 0 and stored.get("guide_channels", 0) == 0 and stored == {
+        k: v for k, v in config.items() if k != "guide_channels"}
+    if stored != config and not from_blind:
         raise ValueError(f"init: {path} is a NAFNet {stored}; the run builds {config} (use the "
                          "same --width and block counts)")
+    if from_blind:
+        w = tensors["intro.weight"]
+        tensors["intro.weight"] = torch.cat([w, w.new_zeros(w.shape[0], guides, *w.shape[2:])],
+                                            dim=1)
+        tensors["ending.weight"] = torch.zeros_like(tensors["ending.weight"])
+        tensors["ending.bias"] = torch.zeros_like(tensors["ending.bias"])
     model.load_state_dict(tensors)
 
 
@@ -584,17 +637,27 @@ def export_nafnet(
     cfg = meta.get("train_config", {})
     images = ", ".join("skimage.data photos" if s is None else str(s)
                        for s in cfg.get("images", [None]))
+    guided = cfg.get("input") == "deconvolved"
+    pairs_text = (
+        f"Synthetic pairs (`fastdeblur.synth_pairs.DeblurPairDataset`) of {cfg.get('source_patch')}"
+        " px RGB crops, each deblurred by the classical blind pipeline (`deblur` auto: blur "
+        "estimate, kernel checks, hyper-Laplacian deconvolution; "
+        "`fastdeblur.synth_pairs.DeconvolvedPairDataset`, crops no kernel fits skipped): the "
+        f"network maps that result to the sharp crop, trained on random {cfg.get('patch_size')} "
+        "px windows; " if guided else
+        "Synthetic pairs (`fastdeblur.synth_pairs.DeblurPairDataset`): "
+        f"{cfg.get('patch_size')} px RGB crops, ")
     data = (
         f"Sharp images: {images}; split by image, {cfg.get('val_fraction')} held out for "
-        "validation. Synthetic pairs (`fastdeblur.synth_pairs.DeblurPairDataset`): "
-        f"{cfg.get('patch_size')} px RGB crops, "
+        f"validation. {pairs_text}"
         + (_ALL_FAMILIES_TEXT if list(cfg.get("families", BLUR_FAMILIES)) == list(BLUR_FAMILIES)
            else "blur families " + " / ".join(cfg["families"]) + " only (see "
            "`fastdeblur.synth_pairs.BLUR_FAMILIES`)")
         + f", noise sigma {cfg.get('noise_sigma')}. "
         + (f"Camera-shake speed variation uniform in [0, {cfg['shake_speed_variation']}] "
            "(dwell points). " if cfg.get("shake_speed_variation") else "")
-        + ("New training pairs every epoch. " if cfg.get("fresh_pairs") else
+        + (f"The same {cfg.get('epoch_size')} classical results every epoch, new windows. "
+           if guided else "New training pairs every epoch. " if cfg.get("fresh_pairs") else
            f"The same {cfg.get('epoch_size')} training pairs every epoch. ")
         + f"Validation: {cfg.get('val_pairs')} fixed pairs of the held-out images. The Levin "
         "et al. images and kernels are not used in training (they are the evaluation set)."
@@ -607,8 +670,14 @@ def export_nafnet(
     card_metrics |= metrics or {}
     write_model_card(
         path,
-        title="NAFNet blind deblurring (small)",
+        title="NAFNet kernel-guided deblurring (small)" if guided
+        else "NAFNet blind deblurring (small)",
         description=description or (
+            "A small NAFNet (Chen et al. 2022) that refines the classical blind pipeline's "
+            "result (estimated kernel + hyper-Laplacian deconvolution), seen beside the blurred "
+            "image, into the sharp image: `nafnet_deblur(restored, model=load_nafnet(PATH), "
+            "guide=blurred)`. Images: RGB float in [0, 1]."
+            if guided else
             "A small NAFNet (Chen et al. 2022) trained to remove blur and noise from photos, "
             "without knowing the blur. Input and output: RGB float images in [0, 1]. Load with "
             "`fastdeblur.models.pretrained.load_nafnet()`."
