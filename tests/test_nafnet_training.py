@@ -521,7 +521,8 @@ def test_cli_fill_pairs(monkeypatch: pytest.MonkeyPatch, image_dir: Path,
     assert result.exit_code == 0 and len(list((cache / "val").iterdir())) == 2
     for extra, message in ((["--fill-pairs", "0:2"], "--input deconvolved"),
                            (["--input", "deconvolved", "--fill-pairs", "3:1"], "START:STOP"),
-                           (["--input", "sharp"], "input")):
+                           (["--input", "sharp"], "input"),
+                           (["--pairs-cache", str(tmp_path / "c")], "--input deconvolved")):
         result = CliRunner().invoke(_app(), [*base, *extra])
         assert result.exit_code == 1 and message in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output

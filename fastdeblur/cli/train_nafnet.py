@@ -143,6 +143,8 @@ def nafnet(
         raise CLIError(f"--export must end in .safetensors; got {export}")
     if init is not None and not init.is_file():
         raise CLIError(f"--init: weights file not found: {init}")
+    if pairs_cache is not None and input_kind != "deconvolved":
+        raise CLIError("--pairs-cache needs --input deconvolved")
     if threads is not None:
         torch.set_num_threads(threads)
     sources: list[str | None] = [str(p) for p in images] if images else [None]
