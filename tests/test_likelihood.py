@@ -71,6 +71,15 @@ def test_otf_power_is_shift_free_and_one_at_dc() -> None:
     torch.testing.assert_close(lk.otf_power([shifted], 64), q, atol=1e-5, rtol=0)
 
 
+def test_otf_power_of_a_stack_equals_that_of_the_list() -> None:
+    lengths, angles = [3.0, 12.5, 31.0], [0.0, 37.0, 101.0]
+    stack = psf.motion_batch(lengths, angles)
+    single = [psf.motion(length, angle) for length, angle in zip(lengths, angles, strict=True)]
+    for tile in (64, 24):  # 24: the longest kernel is cropped to the tile
+        torch.testing.assert_close(lk.otf_power(stack, tile), lk.otf_power(single, tile),
+                                   atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("blur_type", "params", "tol"),
     [

@@ -186,6 +186,27 @@ def test_motion_centroid_at_centre_for_every_length_and_angle() -> None:
     assert worst < 1e-4  # exact by construction, up to float32 rounding
 
 
+def test_motion_batch_equals_motion_padded_to_one_grid() -> None:
+    rng = random.Random(3)
+    cases = _motion_cases() + [(rng.uniform(0, 34), rng.uniform(-10, 190)) for _ in range(60)]
+    cases += [(0.0, 30.0), (10.0, 90.0), (9.0, 0.0), (6.0, 45.0), (34.0, 180.0)]
+    lengths, angles = [c[0] for c in cases], [c[1] for c in cases]
+    batch = psf.motion_batch(lengths, angles)
+    S = batch.shape[-1]
+    assert batch.shape == (len(cases), S, S) and psf.motion(max(lengths), 0.0).shape[0] == S
+    for k, (length, angle) in enumerate(cases):
+        one = psf.motion(length, angle)
+        o = (S - one.shape[0]) // 2
+        padded = torch.zeros(S, S)
+        padded[o : o + one.shape[0], o : o + one.shape[1]] = one
+        torch.testing.assert_close(batch[k], padded, rtol=0, atol=3e-7, msg=str((length, angle)))
+    assert psf.motion_batch([7.0], [10.0], dtype=F64).dtype == F64
+    with pytest.raises(ValueError, match="one length"):
+        psf.motion_batch([1.0, 2.0], [0.0])
+    with pytest.raises(ValueError, match=">= 0"):
+        psf.motion_batch([-1.0], [0.0])
+
+
 @pytest.mark.parametrize(("length", "angle"), [(9.0, 0.0), (7.3, 23.0), (15.0, 45.0),
                                                (4.5, 117.0), (20.2, 171.0)])
 def test_motion_point_symmetric(length: float, angle: float) -> None:

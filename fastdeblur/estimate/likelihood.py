@@ -151,13 +151,16 @@ def window_smooth(q: torch.Tensor) -> torch.Tensor:
     return (torch.roll(q, 1, -2) + 4 * q + torch.roll(q, -1, -2)) / 6
 
 
-def otf_power(kernels: list[torch.Tensor], tile: int) -> torch.Tensor:
-    """``|K(f)|²`` of kernels on the half-plane of the ``tile``×``tile`` DFT grid,
-    ``(n, tile, tile // 2 + 1)`` float32.
+def otf_power(kernels: list[torch.Tensor] | torch.Tensor, tile: int) -> torch.Tensor:
+    """``|K(f)|²`` of kernels (a list, or a stack ``(n, kh, kw)``) on the half-plane of the
+    ``tile``×``tile`` DFT grid, ``(n, tile, tile // 2 + 1)`` float32.
 
     The position of a kernel inside the grid only changes the phase, so kernels are placed at the
     corner; kernels larger than the tile are cropped around their centre."""
     out = torch.zeros(len(kernels), tile, tile, dtype=torch.float32)
+    if isinstance(kernels, torch.Tensor) and max(kernels.shape[-2:]) <= tile:
+        out[:, : kernels.shape[-2], : kernels.shape[-1]] = kernels
+        return _power(torch.fft.rfft2(out))
     for i, k in enumerate(kernels):
         kh, kw = k.shape
         if kh > tile or kw > tile:
@@ -169,8 +172,11 @@ def otf_power(kernels: list[torch.Tensor], tile: int) -> torch.Tensor:
     return _power(torch.fft.rfft2(out))
 
 
-def _kernel(blur_type: str, params: dict[str, float]) -> torch.Tensor:
-    return psf.from_params(blur_type, params, dtype=torch.float32)
+def _kernels(blur_type: str, params: list[dict[str, float]]) -> list[torch.Tensor] | torch.Tensor:
+    """The candidates' kernels: motion ones built in one batch (a few hundred per image)."""
+    if blur_type == "motion":
+        return psf.motion_batch([p["length"] for p in params], [p["angle"] for p in params])
+    return [psf.from_params(blur_type, p, dtype=torch.float32) for p in params]
 
 
 @lru_cache(maxsize=8)
@@ -214,7 +220,7 @@ def smoothed_otf_power(
 ) -> torch.Tensor:
     """Window-smoothed ``|K|²`` of candidate kernels on the likelihood's bins, ``(n, bins)``."""
     flat, _, _ = _half_grid(tile)
-    q = window_smooth(otf_power([_kernel(blur_type, p) for p in params], tile))
+    q = window_smooth(otf_power(_kernels(blur_type, params), tile))
     return q.reshape(len(params), -1)[:, flat].float()
 
 
