@@ -271,7 +271,9 @@ class NAFNetTrainConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid training setting(s): {', '.join(bad)} ({self})")
+            raise ValueError("invalid training setting(s): "
+                             + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
+                             + (f" (inputs: {', '.join(INPUTS)})" if "input" in bad else ""))
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if self.init is not None and not Path(self.init).is_file():
