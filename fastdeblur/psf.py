@@ -133,26 +133,36 @@ def _finish(kernel: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _splat(cols: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, kh: int, kw: int,
            cell_cols: torch.Tensor | None = None,
-           cell_rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Bilinear (tent) splatting of weighted points into a ``(kh, kw)`` grid.
+           cell_rows: torch.Tensor | None = None,
+           limit: torch.Tensor | None = None) -> torch.Tensor:
+    """Bilinear (tent) splatting of weighted points into a ``(kh, kw)`` grid, or a batch of them.
 
     Args:
         cols, rows: ``(N,)`` point positions as offsets from the kernel centre, in pixels
-            (columns to the right, rows downwards).
-        weights: ``(N,)`` mass of each point.
+            (columns to the right, rows downwards); or ``(B, N)``: ``B`` grids at once.
+        weights: ``(N,)`` (or ``(B, N)``) mass of each point.
         kh, kw: output size (odd).
-        cell_cols, cell_rows: ``(N,)`` integer lower corner of the cell each point is splatted
-            into; default ``floor`` of the position. Passing them lets a point that lies exactly
-            on a grid line be splatted from a chosen side (the weights are linear in the
-            position either way, so this only matters for the gradient's one-sided limit).
+        cell_cols, cell_rows: integer lower corner of the cell each point is splatted into
+            (the shape of ``cols``); default ``floor`` of the position. Passing them lets a point
+            that lies exactly on a grid line be splatted from a chosen side (the weights are
+            linear in the position either way, so this only matters for the gradient's
+            one-sided limit).
+        limit: ``(B,)``: mass further than this many pixels from the centre (along either axis)
+            is dropped too, per grid (a smaller kernel inside the common grid).
 
     Each point gives ``(1 - fx)(1 - fy)``, ``fx (1 - fy)``, ... of its mass to the four
     pixels around it, which keeps its centre of mass exactly where the point is.
     Mass that lands outside the grid is dropped.
 
     Returns:
-        ``(kh, kw)`` tensor, differentiable with respect to positions and weights.
+        ``(kh, kw)`` tensor (``(B, kh, kw)`` for batched points), differentiable with respect to
+        positions and weights.
     """
+    batched = cols.dim() == 2
+    if not batched:
+        cols, rows, weights = cols[None], rows[None], weights[None]
+        cell_cols = None if cell_cols is None else cell_cols[None]
+        cell_rows = None if cell_rows is None else cell_rows[None]
     if cell_cols is None:
         cell_cols = torch.floor(cols.detach())
     if cell_rows is None:
@@ -161,16 +171,21 @@ def _splat(cols: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, kh: in
     frac_r = rows - cell_rows
     c0 = cell_cols.long() + kw // 2
     r0 = cell_rows.long() + kh // 2
-    flat = torch.zeros(kh * kw, dtype=weights.dtype, device=weights.device)
+    batch = cols.shape[0]
+    base = (torch.arange(batch, device=weights.device) * (kh * kw))[:, None]
+    flat = torch.zeros(batch * kh * kw, dtype=weights.dtype, device=weights.device)
     for dr, wr in ((0, 1.0 - frac_r), (1, frac_r)):
         for dc, wc in ((0, 1.0 - frac_c), (1, frac_c)):
             r = r0 + dr
             c = c0 + dc
             inside = (r >= 0) & (r < kh) & (c >= 0) & (c < kw)
-            index = torch.where(inside, r * kw + c, torch.zeros_like(r))
+            if limit is not None:
+                reach = limit.to(r.device)[:, None]
+                inside &= ((r - kh // 2).abs() <= reach) & ((c - kw // 2).abs() <= reach)
+            index = torch.where(inside, base + r * kw + c, torch.zeros_like(r))
             mass = torch.where(inside, weights * wr * wc, torch.zeros_like(weights))
-            flat = flat.index_add(0, index, mass)
-    return flat.view(kh, kw)
+            flat = flat.index_add(0, index.reshape(-1), mass.reshape(-1))
+    return flat.view(batch, kh, kw) if batched else flat.view(kh, kw)
 
 
 # ---------------------------------------------------------------------------
@@ -366,22 +381,9 @@ def motion_batch(lengths: Sequence[float], angles: Sequence[float], *,
     cols = ts * cos[:, None]
     rows = -ts * sin[:, None]
     weights = torch.cat([width / 6.0, width * (4.0 / 6.0), width / 6.0], dim=1)
-    # bilinear splatting as _splat, into each kernel's own grid (mass outside it is dropped,
-    # as motion() drops it), placed in the common one
-    frac_c, frac_r = cols - cell_cols, rows - cell_rows
-    c0, r0 = cell_cols.long(), cell_rows.long()
-    limit = own[:, None]
-    base = (torch.arange(len(ln)) * S * S)[:, None]
-    flat = torch.zeros(len(ln) * S * S, dtype=work)
-    for dr, wr in ((0, 1.0 - frac_r), (1, frac_r)):
-        for dc, wc in ((0, 1.0 - frac_c), (1, frac_c)):
-            r, c = r0 + dr, c0 + dc
-            inside = (r.abs() <= limit) & (c.abs() <= limit)
-            index = base + (r + half_size) * S + (c + half_size)
-            index = torch.where(inside, index, torch.zeros_like(index))
-            mass = torch.where(inside, weights * wr * wc, torch.zeros_like(weights))
-            flat = flat.index_add(0, index.reshape(-1), mass.reshape(-1))
-    kernels = flat.view(len(ln), S, S)
+    # each kernel into its own default grid (mass outside it is dropped, as motion() drops it),
+    # placed in the common one
+    kernels = _splat(cols, rows, weights, S, S, cell_cols, cell_rows, limit=own)
     still = ln == 0
     if bool(still.any()):  # length 0: an impulse
         kernels[still] = 0.0

@@ -345,18 +345,16 @@ class DeconvolvedPairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.deconvolved(index)
-        blurred, sharp = torch.cat([item["classical"], item["blurred"]]), item["sharp"]
+        # input (classical result, blurred patch) and target, windowed together
+        stack = torch.cat([item["classical"], item["blurred"], item["sharp"]])
         if self.crop is not None:
             g = torch.Generator().manual_seed(
                 (self.seed * 1_000_003 + self.epoch * 65_537 + index * 7_919 + 23) % 2**63)
-            P, c = blurred.shape[-1], self.crop
+            P, c = stack.shape[-1], self.crop
             y0, x0 = (int(v) for v in torch.randint(P - c + 1, (2,), generator=g))
             flip, transpose = (bool(v) for v in torch.randint(2, (2,), generator=g))
-
-            def window(x: torch.Tensor) -> torch.Tensor:
-                x = x[..., y0 : y0 + c, x0 : x0 + c]
-                x = x.flip(-1) if flip else x
-                return (x.transpose(-2, -1) if transpose else x).contiguous()
-
-            blurred, sharp = window(blurred), window(sharp)
-        return {"blurred": blurred, "sharp": sharp, "family": int(item["family"])}
+            stack = stack[:, y0 : y0 + c, x0 : x0 + c]
+            stack = stack.flip(-1) if flip else stack
+            stack = stack.transpose(-2, -1) if transpose else stack
+        return {"blurred": stack[:6].contiguous(), "sharp": stack[6:].contiguous(),
+                "family": int(item["family"])}

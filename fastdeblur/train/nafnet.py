@@ -377,9 +377,9 @@ def build_data(cfg: NAFNetTrainConfig) -> tuple[torch.utils.data.Dataset, torch.
     common = {"patch_size": cfg.patch_size, "noise_sigma": tuple(cfg.noise_sigma),
               "shake_speed_variation": cfg.shake_speed_variation, "families": cfg.families}
     if cfg.input == "deconvolved":
-        cache = Path(cfg.pairs_cache) if cfg.pairs_cache is not None else None
-        if cache is None:
+        if cfg.pairs_cache is None:
             raise ValueError("input 'deconvolved' needs a pairs_cache folder")
+        cache = Path(cfg.pairs_cache)
         common["patch_size"] = cfg.source_patch
         # a few times as many synthetic pairs: those no kernel fits are skipped
         train = DeconvolvedPairDataset(
