@@ -43,7 +43,8 @@ EXCESS_TEXT = {
     "linear": "The likelihood enters as the NLL excess of each family over the best",
     "log1p": "The likelihood enters as the NLL excess of each family over the best on a log "
     "scale, log(1 + e)",
-    "none": "The likelihood's NLL is left out of the verdict (it still gives the parameters)",
+    "none": "The likelihood's NLL is left out of the verdict; its fit (`fastdeblur/estimate/"
+    "likelihood.py`) gives the parameters",
 }
 
 
@@ -233,16 +234,18 @@ def main() -> None:
     if old_card.is_file() and CARD_JPEG_HEADING in old_card.read_text():
         jpeg_section = "\n" + CARD_JPEG_HEADING + old_card.read_text().split(CARD_JPEG_HEADING)[1]
     (out / "blur_likelihood.json").write_text(json.dumps(payload, indent=2) + "\n")
+    sources = ([] if scale == "none" else [
+        "the marginal-likelihood fit of each blur family (`fastdeblur/estimate/likelihood.py`)"
+    ]) + (["the patch classifier's mean probabilities"] if use_patch else []) + (
+        ["the spectrum classifier's probabilities (`blur_spectrum_classifier.md`)"]
+        if use_spec else [])
     card = f"""# Blur estimator: image-level likelihood decision
 
-Decides the blur type of a whole image from the marginal-likelihood fit of each blur family
-(`fastdeblur/estimate/likelihood.py`){" and the patch classifier's mean probabilities"
-if use_patch else ""}{" and the spectrum classifier's probabilities (`blur_spectrum_classifier.md`)"
-if use_spec else ""}, and calibrates its confidence. {EXCESS_TEXT[scale]}
-(the form chosen by 2-fold cross-validation by image). Seven numbers of a logistic model
-(`Combiner`); the likelihood fit itself has no trained weights (power-law image prior, the
-`fastdeblur.psf` kernels). Loaded by `fastdeblur.estimate.BlurEstimator.load` from
-`blur_likelihood.json`.
+Decides the blur type of a whole image from {" and ".join(sources)}, and calibrates its
+confidence. {EXCESS_TEXT[scale]} (the form chosen by 2-fold cross-validation by image). Seven
+numbers of a logistic model (`Combiner`); the likelihood fit itself has no trained weights
+(power-law image prior with a direction-dependent amplitude, the `fastdeblur.psf` kernels).
+Loaded by `fastdeblur.estimate.BlurEstimator.load` from `blur_likelihood.json`.
 
 ## Data
 

@@ -57,6 +57,23 @@ def test_extract_patches_grid_is_centred() -> None:
     assert p16.shape[0] == 3 * 5
 
 
+@pytest.mark.parametrize("shape", [(32, 32), (33, 47), (100, 131), (257, 64)])
+@pytest.mark.parametrize("stride", [1, 3, 16, 32, 40])
+def test_extract_patches_are_the_image_at_their_corners(
+    shape: tuple[int, int], stride: int
+) -> None:
+    img = torch.rand(shape, generator=torch.Generator().manual_seed(stride))
+    patches, corners = extract_patches(img, 32, stride)
+    rows = range(0, shape[0] - 32 + 1, stride)
+    cols = range(0, shape[1] - 32 + 1, stride)
+    assert len(patches) == len(corners) == len(rows) * len(cols)
+    for patch, (r, c) in zip(patches, corners.tolist(), strict=True):
+        assert torch.equal(patch, img[r : r + 32, c : c + 32])
+    # the margin the stride leaves is split between both sides
+    assert int(corners[:, 0].min()) == (shape[0] - 32 - rows[-1]) // 2
+    assert int(corners[:, 1].min()) == (shape[1] - 32 - cols[-1]) // 2
+
+
 def test_extract_patches_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="at least 32x32"):
         extract_patches(torch.zeros(20, 50))

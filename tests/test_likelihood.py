@@ -13,12 +13,16 @@ from fastdeblur.estimate import likelihood as lk
 from fastdeblur.synth import BLUR_TYPES
 
 
-def power_law_image(h: int = 256, w: int = 256, alpha: float = 2.2, seed: int = 0) -> torch.Tensor:
-    """A Gaussian random field with spectrum ``|f|^-alpha`` scaled into [0, 1], ``(H, W)``."""
+def power_law_image(
+    h: int = 256, w: int = 256, alpha: float = 2.2, seed: int = 0, anisotropy: float = 0.0
+) -> torch.Tensor:
+    """A Gaussian random field with spectrum ``|f|^-alpha · exp(anisotropy · cos 2θ)`` (more
+    power along the horizontal frequencies: vertical structures), scaled into [0, 1], ``(H, W)``."""
     g = torch.Generator().manual_seed(seed)
     fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None]
     fx = torch.fft.rfftfreq(w, dtype=torch.float64)[None, :]
     amp = (fy**2 + fx**2 + (1.0 / h) ** 2).pow(-alpha / 4)
+    amp = amp * torch.exp(0.5 * anisotropy * torch.cos(2 * torch.atan2(fy, fx)))
     spec = torch.complex(torch.randn(h, w // 2 + 1, generator=g, dtype=torch.float64),
                          torch.randn(h, w // 2 + 1, generator=g, dtype=torch.float64))
     x = torch.fft.irfft2(spec * amp, s=(h, w))
@@ -113,6 +117,36 @@ def test_profiled_nll_prefers_the_true_kernel() -> None:
     nll, alpha = lk.profiled_nll(power, otf2, 0.005**2, 64)
     assert int(nll.argmin()) == 1
     assert alpha.shape == (3,)
+
+
+def test_angular_amplitude_recovers_an_exact_model_spectrum() -> None:
+    # p = c(θ)·|K|²·S + σ² exactly: the profiled NLL reaches its floor Σ w (1 + log p) for the
+    # true kernel (m = p), and the one-amplitude model cannot
+    tile = 64
+    _, weight, f2 = lk._half_grid(tile)
+    basis = lk._angular_basis(tile)
+    coef = torch.tensor([math.log(2e-4), 0.8, -0.5, 0.3, 0.2])
+    otf2 = lk.smoothed_otf_power("defocus", [{"radius": r} for r in (2.5, 3.0)], tile)
+    s = (f2 + 1.0 / tile**2).pow(-2.2 / 2)
+    noise_var = 1e-6
+    power = (coef @ basis).exp() * otf2[0] * s + noise_var
+    floor = float((weight * (1 + power.log())).sum())
+    nll, alpha = lk.profiled_nll(power, otf2, noise_var, tile)
+    assert float(nll[0]) == pytest.approx(floor, rel=1e-6, abs=1e-2)
+    assert float(alpha[0]) == pytest.approx(2.2)
+    assert float(nll[1]) > float(nll[0]) + 100
+    iso, _ = lk.profiled_nll(power, otf2[:1], noise_var, tile, angular=False)
+    assert float(iso[0]) > floor + 100
+
+
+def test_an_anisotropic_image_is_not_read_as_motion() -> None:
+    # vertical structures leave little power at vertical frequencies, as a vertical streak does;
+    # the direction-dependent amplitude of the prior tells the two apart
+    x = power_law_image(anisotropy=2.5, seed=3)
+    y = convolve(x[None, None], psf.defocus(4.0, dtype=torch.float32), boundary="reflect")[0, 0]
+    fit = lk.fit_likelihood(y, 0.0)
+    assert fit.best == "defocus", fit.excess()
+    assert fit.fits["defocus"].params["radius"] == pytest.approx(4.0, abs=0.3)
 
 
 def test_combiner_fit_posterior_and_round_trip() -> None:

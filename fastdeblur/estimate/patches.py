@@ -104,7 +104,10 @@ def extract_patches(
     cols = torch.arange(0, W - size + 1, stride)
     rows = rows + (H - size - rows[-1]) // 2
     cols = cols + (W - size - cols[-1]) // 2
-    tiles = gray.unfold(0, size, 1).unfold(1, size, 1)  # (H-size+1, W-size+1, size, size)
-    patches = tiles[rows][:, cols].reshape(-1, size, size)
+    # a strided view of the grid's patches only (indexing a stride-1 view would first copy every
+    # row of it: about 200 MB for a 1024×768 image)
+    r0, c0 = int(rows[0]), int(cols[0])
+    tiles = gray[r0:, c0:].unfold(0, size, stride).unfold(1, size, stride)
+    patches = tiles[: len(rows), : len(cols)].reshape(-1, size, size)
     corners = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
     return patches.contiguous(), corners
