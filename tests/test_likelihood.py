@@ -124,7 +124,7 @@ def test_angular_amplitude_recovers_an_exact_model_spectrum() -> None:
     # true kernel (m = p), and the one-amplitude model cannot
     tile = 64
     _, weight, f2 = lk._half_grid(tile)
-    basis = lk._angular_basis(tile)
+    basis, _ = lk._angular_basis(tile)
     coef = torch.tensor([math.log(2e-4), 0.8, -0.5, 0.3, 0.2])
     otf2 = lk.smoothed_otf_power("defocus", [{"radius": r} for r in (2.5, 3.0)], tile)
     s = (f2 + 1.0 / tile**2).pow(-2.2 / 2)

@@ -250,9 +250,14 @@ def _coarse_otfs(blur_type: str, tile: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _angular_basis(tile: int) -> torch.Tensor:
-    """``(1 + 2·len(ANGULAR_ORDERS), bins)``: ``1, cos kθ, sin kθ`` for ``k`` in
-    :data:`ANGULAR_ORDERS`, ``θ`` the direction of each bin's frequency."""
+def _angular_basis(tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The direction-dependent amplitude's basis and its pairwise products.
+
+    Returns:
+        ``(basis (J, bins), pairs (bins, J·J))``: ``1, cos kθ, sin kθ`` for ``k`` in
+        :data:`ANGULAR_ORDERS` (``J = 1 + 2·len(ANGULAR_ORDERS)``), ``θ`` the direction of each
+        bin's frequency; ``pairs`` gives the Hessians of all candidates in one GEMM.
+    """
     f = torch.fft.fftfreq(tile, dtype=torch.float64)
     flat = _half_grid(tile)[0]
     fy = f[:, None].expand(tile, tile // 2 + 1).reshape(-1)[flat]
@@ -261,7 +266,9 @@ def _angular_basis(tile: int) -> torch.Tensor:
     rows = [torch.ones_like(theta)]
     for k in ANGULAR_ORDERS:
         rows += [torch.cos(k * theta), torch.sin(k * theta)]
-    return torch.stack(rows).float()
+    basis = torch.stack(rows).float()
+    J = len(basis)
+    return basis, (basis[:, None] * basis[None]).reshape(J * J, -1).T.contiguous()
 
 
 def profiled_nll(
@@ -292,10 +299,7 @@ def profiled_nll(
         minimising ``α``.
     """
     _, weight, f2 = _half_grid(tile)
-    basis = _angular_basis(tile) if angular else torch.ones(1, len(f2))
-    J = len(basis)
-    # products of the basis functions, for the Hessians of all candidates in one GEMM
-    pairs = (basis[:, None] * basis[None]).reshape(J * J, -1).T.contiguous()
+    basis, pairs = _angular_basis(tile) if angular else (None, None)
     p = power
     best = torch.full((len(otf2),), math.inf)
     best_alpha = torch.zeros(len(otf2))
@@ -315,7 +319,7 @@ def profiled_nll(
         elif coef is None:
             # The first candidate's direction profile, solved alone, starts all of them: the
             # candidates of a refinement round are neighbours, and their profiles nearly agree.
-            first = torch.zeros(1, J)
+            first = torch.zeros(1, len(basis))
             first[0, 0] = log_c[0]
             first = _newton(first, a[:1], p, weight, noise_var, basis, pairs, ANGULAR_STEPS)
             coef = first.repeat(len(otf2), 1)
@@ -341,19 +345,18 @@ def _newton(
     p: torch.Tensor,
     weight: torch.Tensor,
     noise_var: float,
-    basis: torch.Tensor,
-    pairs: torch.Tensor,
+    basis: torch.Tensor | None,
+    pairs: torch.Tensor | None,
     steps: int,
 ) -> torch.Tensor:
     """Maximise the likelihood over the log-amplitude's coefficients ``(n, J)`` of candidates
-    whose model shapes are ``a (n, bins)``: Fisher scoring for one amplitude, Newton for a
-    direction-dependent one."""
-    J = len(basis)
+    whose model shapes are ``a (n, bins)``: Fisher scoring for one amplitude (``basis`` None,
+    ``J = 1``), Newton for a direction-dependent one (:func:`_angular_basis`)."""
     for _ in range(steps):
         ca = _amplitude(coef, basis) * a
         m = ca + noise_var
         r = ca / m
-        if J == 1:
+        if basis is None or pairs is None:
             grad = (weight * r * (1 - p / m)).sum(1, keepdim=True)
             fisher = (weight * r * r).sum(1, keepdim=True).clamp_min(1e-12)
             coef = coef - (grad / fisher).clamp(-3, 3)
@@ -363,6 +366,7 @@ def _newton(
         # Newton on the observed curvature (per bin, ≥ 0): where the model is far off
         # (p/m far from 1), the expected (Fisher) curvature r² takes many short steps
         curv = (r * ((1 - r) + q * (2 * r - 1))).clamp_min(0)
+        J = len(basis)
         hessian = ((weight * curv) @ pairs).reshape(-1, J, J)
         step = torch.linalg.solve(hessian + 1e-6 * torch.eye(J), grad)
         coef = coef - step.clamp(-3, 3)
@@ -371,10 +375,10 @@ def _newton(
     return coef
 
 
-def _amplitude(coef: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def _amplitude(coef: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
     """The prior's amplitude ``exp(coef · basis)``: ``(n, bins)``, or ``(n, 1)`` when it does
-    not depend on the direction."""
-    if len(basis) == 1:
+    not depend on the direction (``basis`` None)."""
+    if basis is None:
         return coef.exp()
     return (coef @ basis).exp()
 
