@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench._timing import machine
 from fastdeblur.augment import RandomBlur, RandomDefocusBlur, RandomGaussianBlur, RandomMotionBlur
 from fastdeblur.convolution import convolve
 from fastdeblur.robustness import evaluate, minimal_blur_distribution
@@ -262,8 +262,7 @@ def main() -> None:
                 "photos; train: left 70% of each photo, test: right 30%)",
         "command": "PYTHONPATH=. python bench/eval_robustness.py "
                    f"--steps {args.steps} --test-per-class {args.test_per_class}",
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "threads": args.threads, "torch": torch.__version__},
+        "machine": machine() | {"threads": args.threads},
         "classes": list(SKIMAGE_PHOTOS),
         "train_steps": args.steps,
         "batch_size": 64,
